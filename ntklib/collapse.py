@@ -1,0 +1,134 @@
+"""Neural-collapse metrics NC1–NC4 (paper §2.1; Papyan, Han & Donoho 2020) and frame angles.
+
+Conventions: features ``H`` are (d, N) with one column per sample, ``labels`` are (N,) integers in
+``0 … K−1`` (any order), the classifier is ``W`` (K, d) with bias ``b`` (K,). Every metric is 0
+under exact neural collapse and grows as the geometry moves away from it.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+from jax import Array
+
+
+def _check_labels(features: Array, labels: Array) -> tuple[Array, int]:
+    labels = jnp.asarray(labels)
+    if features.ndim != 2:
+        raise ValueError(f"features must be (d, N), got shape {features.shape}")
+    if labels.shape != (features.shape[1],):
+        raise ValueError(f"labels must have shape (N,) = ({features.shape[1]},), got {labels.shape}")
+    num_classes = int(np.max(np.asarray(labels))) + 1
+    if num_classes < 2:
+        raise ValueError("labels must contain at least 2 classes")
+    return labels, num_classes
+
+
+def class_means(features: Array, labels: Array) -> Array:
+    """Class means M = [μ_1 … μ_K], shape (d, K), with μ_k the mean of the columns of class k."""
+    labels, num_classes = _check_labels(features, labels)
+    onehot = jnp.eye(num_classes, dtype=features.dtype)[labels]  # (N, K)
+    return features @ onehot / onehot.sum(axis=0)
+
+
+def centred_class_means(features: Array, labels: Array) -> Array:
+    """M̃ = M − h̄ 1ᵀ, shape (d, K), where h̄ is the global mean of all N columns."""
+    return class_means(features, labels) - features.mean(axis=1, keepdims=True)
+
+
+def nc1_within_class_std(features: Array, labels: Array) -> Array:
+    """NC1 as the paper's code measures it: the within-class standard deviation of every feature,
+    averaged over the d features and the K classes. 0 iff every sample equals its class mean."""
+    labels, num_classes = _check_labels(features, labels)
+    stds = [jnp.std(features[:, labels == k], axis=1) for k in range(num_classes)]
+    return jnp.mean(jnp.stack(stds))
+
+
+def nc1_trace(features: Array, labels: Array) -> Array:
+    """NC1 in the trace form of Papyan et al. (2020): tr(Σ_W Σ_B⁺) / K, with
+
+        Σ_W = (1/N) Σ_i (h_i − μ_{y_i})(h_i − μ_{y_i})ᵀ,   Σ_B = (1/K) Σ_k (μ_k − h̄)(μ_k − h̄)ᵀ.
+    """
+    labels, num_classes = _check_labels(features, labels)
+    means = class_means(features, labels)
+    within = features - means[:, labels]
+    sigma_w = within @ within.T / features.shape[1]
+    centred = means - features.mean(axis=1, keepdims=True)
+    sigma_b = centred @ centred.T / num_classes
+    return jnp.trace(sigma_w @ jnp.linalg.pinv(sigma_b, hermitian=True)) / num_classes
+
+
+def simplex_etf_gram(num_classes: int, dtype=None) -> Array:
+    """The normalised Gram matrix of a simplex ETF, (I_K − 1 1ᵀ/K)/√(K − 1) (unit Frobenius norm)."""
+    k = num_classes
+    return (jnp.eye(k, dtype=dtype) - jnp.ones((k, k), dtype=dtype) / k) / jnp.sqrt(k - 1.0)
+
+
+def nc2_etf_distance(features: Array, labels: Array) -> Array:
+    """NC2: ‖ M̃ᵀM̃/‖M̃ᵀM̃‖_F − (I_K − 1 1ᵀ/K)/√(K − 1) ‖_F, the distance of the centred class means
+    from a simplex equiangular tight frame (equal norms, pairwise angles arccos(−1/(K−1)))."""
+    centred = centred_class_means(features, labels)
+    gram = centred.T @ centred
+    return jnp.linalg.norm(gram / jnp.linalg.norm(gram) - simplex_etf_gram(gram.shape[0], gram.dtype))
+
+
+def nc3_self_duality(weights: Array, features: Array, labels: Array) -> Array:
+    """NC3: ‖ M̃/‖M̃‖_F − Wᵀ/‖W‖_F ‖_F for W of shape (K, d): classifier rows align with the
+    centred class means."""
+    centred = centred_class_means(features, labels)
+    return jnp.linalg.norm(centred / jnp.linalg.norm(centred) - weights.T / jnp.linalg.norm(weights))
+
+
+def nc4_ncc_mismatch(weights: Array, bias: Array, features: Array, labels: Array) -> Array:
+    """NC4: the fraction of samples on which the classifier, argmax_k (W h + b)_k, disagrees with
+    the nearest-class-centre rule, argmin_k ‖h − μ_k‖."""
+    means = class_means(features, labels)
+    logits = weights @ features + bias[:, None]  # (K, N)
+    distances = jnp.sum((features[:, None, :] - means[:, :, None]) ** 2, axis=0)  # (K, N)
+    return jnp.mean(jnp.argmax(logits, axis=0) != jnp.argmin(distances, axis=0))
+
+
+def pairwise_cosines(vectors: Array) -> Array:
+    """Cosines of the angles between the columns of ``vectors`` (d, K): the (K, K) matrix
+    ⟨v_k, v_l⟩ / (‖v_k‖ ‖v_l‖)."""
+    unit = vectors / jnp.linalg.norm(vectors, axis=0, keepdims=True)
+    return unit.T @ unit
+
+
+def off_diagonal(matrix: Array) -> Array:
+    """The K(K − 1) off-diagonal entries of a square matrix, as a flat array."""
+    k = matrix.shape[0]
+    return matrix[~np.eye(k, dtype=bool)]
+
+
+def equal_bias_cosines(bias_value: float, kernel) -> tuple[float, float]:
+    """Closed-form angles of the end-of-training geometry with equal biases b = β 1 (App. B.4).
+
+    At the end of training with H₂ = 0 and E = 0 the class means M and classifier W satisfy
+    W M = I_K − β 1 1ᵀ and WᵀW = (m/λ_c) M (I_K − α 1 1ᵀ) Mᵀ with α = m κ_n / λ_max. Writing
+    MᵀM = a (I + x 1 1ᵀ) with a = √(λ_c/m), these give, with u = 1 − α K = λ_c/λ_max,
+
+        x = (|1 − K β| / √u − 1) / K,
+        W Wᵀ = a⁻¹ (I − q 1 1ᵀ),  q = p + y − K p y,  p = 2β − K β²,  y = x / (1 + K x),
+
+    so the class means meet at cos = x/(1 + x) and the classifier rows at cos = −q/(1 − q). At
+    β = 1/K both frames are the simplex ETF, cos = −1/(K − 1); otherwise the angles differ (no NC3).
+    The derivation is in the chapter "Neural collapse".
+
+    Args:
+        bias_value: β, with β ≠ 1/K (at β = 1/K, MᵀM is singular and the formula for W degenerates).
+        kernel: the feature kernel (κ_d, κ_c, κ_n), a :class:`~ntklib.block_kernel.BlockKernel`.
+
+    Returns:
+        (cosine between two class means, cosine between two classifier rows).
+    """
+    k = kernel.num_classes
+    if abs(1 - k * bias_value) < 1e-12:
+        raise ValueError(f"bias_value must differ from 1/K = {1 / k}; there both frames are the simplex ETF")
+    _, lamc, lammax = kernel.check_positive_definite().eigenvalues()
+    u = lamc / lammax
+    x = (abs(1 - k * bias_value) / u**0.5 - 1) / k
+    p = 2 * bias_value - k * bias_value**2
+    y = x / (1 + k * x)
+    q = p + y - k * p * y
+    return x / (1 + x), -q / (1 - q)

@@ -1,0 +1,222 @@
+"""Training dynamics under a block-structured NTK (paper §4, Theorems 4.1 and 5.1).
+
+Shapes: features ``H`` (d, N) of a class-sorted balanced batch (N = K m), classifier ``W``
+(K, d), bias ``b`` (K,), residual ``R = W H + b 1ᵀ − Y`` (K, N). Time is gradient-flow time for the
+loss ½‖R‖²_F.
+
+Three families of dynamics:
+
+* the residual flow dR/dt = −R K_γ of §4.1 (closed form, and its gradient-descent twin);
+* the flow of (H, W, b) of Theorem 4.1, in its generic form dH/dt = −Wᵀ R K_κ, its block form, a
+  centred variant (dH/dt = −Wᵀ R K_κ P, P = I − 1 1ᵀ/N, as BatchNorm keeps h̄ = 0) and the
+  end-of-training reduction dH/dt = −λ_0 Wᵀ R;
+* the decomposed flow of Theorem 5.1 for (M, H₂, W, b).
+
+Vector fields have the signature ``f(t, state, args)`` of diffrax and are integrated by
+:func:`integrate`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import diffrax
+import jax
+import jax.numpy as jnp
+from jax import Array
+
+from ntklib.block_kernel import BlockKernel, class_average, one_hot_labels
+
+
+class FlowState(NamedTuple):
+    """State of the Theorem 4.1 flow."""
+
+    features: Array
+    """H, (d, N)."""
+    weights: Array
+    """W, (K, d)."""
+    bias: Array
+    """b, (K,)."""
+
+
+class DecomposedState(NamedTuple):
+    """State of the Theorem 5.1 flow."""
+
+    class_means: Array
+    """M, (d, K)."""
+    within: Array
+    """H₂, (d, K(m − 1))."""
+    weights: Array
+    """W, (K, d)."""
+    bias: Array
+    """b, (K,)."""
+
+
+class ResidualComponents(NamedTuple):
+    """R split by the projectors of Table 1 (each (K, N)); the three parts sum to R."""
+
+    glob: Array
+    """R P_glob: the global-mean residual, decaying at rate μ_max."""
+    cls: Array
+    """R P_cls: class means minus the global mean, decaying at rate μ_c."""
+    within: Array
+    """R P_within: each sample minus its class mean, decaying at rate μ_0."""
+
+
+def residual(weights: Array, features: Array, bias: Array, num_classes: int, per_class: int) -> Array:
+    """R = W H + b 1ᵀ − Y, shape (K, N)."""
+    return weights @ features + bias[:, None] - one_hot_labels(num_classes, per_class, features.dtype)
+
+
+def residual_components(res: Array, num_classes: int) -> ResidualComponents:
+    """Project every row of R (K, N) onto the global-mean, class-mean and within-class spaces."""
+    per_class_mean = class_average(res, num_classes)
+    glob = jnp.broadcast_to(res.mean(axis=-1, keepdims=True), res.shape)
+    return ResidualComponents(glob=glob, cls=per_class_mean - glob, within=res - per_class_mean)
+
+
+def residual_flow(res0: Array, kernel: BlockKernel, times: Array) -> Array:
+    """The exact solution R(t) = R(0) exp(−t K_γ) of dR/dt = −R K_γ, for each t in ``times``.
+
+    Uses the spectral form exp(−t K_γ) = e^{−μ_max t} P_glob + e^{−μ_c t} P_cls + e^{−μ_0 t} P_within.
+
+    Returns:
+        (T, K, N) residuals.
+    """
+    mu0, muc, mumax = kernel.eigenvalues()
+    parts = residual_components(res0, kernel.num_classes)
+    t = jnp.asarray(times)[:, None, None]
+    return jnp.exp(-mumax * t) * parts.glob + jnp.exp(-muc * t) * parts.cls + jnp.exp(-mu0 * t) * parts.within
+
+
+def residual_gradient_descent(res0: Array, kernel: BlockKernel, learning_rate: float, steps: int) -> Array:
+    """Linearised gradient descent R(s + 1) = R(s)(I − η K_γ), s = 0 … steps.
+
+    Returns:
+        (steps + 1, K, N) residuals, starting with R(0).
+    """
+
+    def step(res, _):
+        nxt = res - learning_rate * kernel.apply(res)
+        return nxt, nxt
+
+    _, path = jax.lax.scan(step, res0, None, length=steps)
+    return jnp.concatenate([res0[None], path])
+
+
+def _centre(x: Array) -> Array:
+    """x P with P = I − 1 1ᵀ/N: remove the mean of every row."""
+    return x - x.mean(axis=-1, keepdims=True)
+
+
+def theorem41_vector_field(
+    kernel: BlockKernel, *, form: str = "block", centred: bool = False, train_bias: bool = True
+) -> Callable:
+    """The gradient flow of Theorem 4.1 on FlowState(H, W, b).
+
+    dH/dt = −Wᵀ R K_κ          (``form="generic"``: dense K_κ)
+          = −Wᵀ [λ_0 R + m(κ_c − κ_n) R_cls + N κ_n R_glob]   (``form="block"``)
+          = −λ_0 Wᵀ R          (``form="end_of_training"``: R_cls = R_glob = 0)
+    dW/dt = −R Hᵀ,   db/dt = −R 1_N (0 if not ``train_bias``).
+
+    Here R_cls and R_glob are R with every entry replaced by its class mean and its global mean.
+
+    Args:
+        kernel: (κ_d, κ_c, κ_n) of the feature kernel; must be positive definite.
+        form: "block", "generic" or "end_of_training".
+        centred: multiply dH/dt by P = I − 1 1ᵀ/N, keeping the global feature mean fixed.
+        train_bias: if False the bias stays at its initial value.
+    """
+    forms = ("block", "generic", "end_of_training")
+    if form not in forms:
+        raise ValueError(f"form must be one of {forms}, got {form!r}")
+    kernel.check_positive_definite()
+    k, m, n = kernel.num_classes, kernel.per_class, kernel.num_samples
+    lam0 = kernel.diag - kernel.same_class
+
+    def kernel_times(res: Array) -> Array:
+        if form == "generic":
+            return res @ kernel.matrix(res.dtype)
+        if form == "end_of_training":
+            return lam0 * res
+        return (
+            lam0 * res
+            + m * (kernel.same_class - kernel.other_class) * class_average(res, k)
+            + n * kernel.other_class * res.mean(axis=-1, keepdims=True)
+        )
+
+    def vector_field(t, state: FlowState, args) -> FlowState:
+        h, w, b = state
+        res = residual(w, h, b, k, m)
+        dh = -w.T @ kernel_times(res)
+        if centred:
+            dh = _centre(dh)
+        db = -res.sum(axis=1) if train_bias else jnp.zeros_like(b)
+        return FlowState(dh, -res @ h.T, db)
+
+    return vector_field
+
+
+def theorem51_vector_field(kernel: BlockKernel, *, train_bias: bool = True) -> Callable:
+    """The decomposed flow of Theorem 5.1 on DecomposedState(M, H₂, W, b).
+
+    With class-mean residuals R̄ = W M + b 1_Kᵀ − I_K (K, K)::
+
+        dM/dt  = −Wᵀ (λ_c R̄ + m κ_n R̄ 1_K 1_Kᵀ)
+        dH₂/dt = −λ_0 WᵀW H₂
+        dW/dt  = −(m R̄ Mᵀ + W H₂ H₂ᵀ)
+        db/dt  = −m R̄ 1_K
+    """
+    lam0, lamc, _ = kernel.check_positive_definite().eigenvalues()
+    m = kernel.per_class
+
+    def vector_field(t, state: DecomposedState, args) -> DecomposedState:
+        means, within, w, b = state
+        rbar = w @ means + b[:, None] - jnp.eye(w.shape[0], dtype=w.dtype)
+        row_sums = rbar.sum(axis=1, keepdims=True)  # R̄ 1_K, (K, 1)
+        d_means = -w.T @ (lamc * rbar + m * kernel.other_class * row_sums)
+        d_within = -lam0 * w.T @ (w @ within)
+        d_w = -(m * rbar @ means.T + (w @ within) @ within.T)
+        d_b = -m * row_sums[:, 0] if train_bias else jnp.zeros_like(b)
+        return DecomposedState(d_means, d_within, d_w, d_b)
+
+    return vector_field
+
+
+class Trajectory(NamedTuple):
+    """An integrated trajectory: ``times`` (T,) and ``states``, a pytree with a leading T axis."""
+
+    times: Array
+    states: object
+
+
+def integrate(
+    vector_field: Callable,
+    initial_state,
+    times: Array,
+    *,
+    rtol: float = 1e-10,
+    atol: float = 1e-12,
+    solver: diffrax.AbstractSolver | None = None,
+    max_steps: int = 1_000_000,
+) -> Trajectory:
+    """Integrate ``dy/dt = vector_field(t, y, None)`` from ``times[0]`` and save at every entry of
+    ``times`` (increasing), with an adaptive solver (default: Dormand–Prince 8(7), ``Dopri8``) and a
+    PID step-size controller at the given tolerances.
+
+    Returns:
+        Trajectory(times (T,), states with leading axis T).
+    """
+    times = jnp.asarray(times)
+    solution = diffrax.diffeqsolve(
+        diffrax.ODETerm(vector_field),
+        solver or diffrax.Dopri8(),
+        t0=times[0],
+        t1=times[-1],
+        dt0=None,
+        y0=initial_state,
+        saveat=diffrax.SaveAt(ts=times),
+        stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
+        max_steps=max_steps,
+    )
+    return Trajectory(solution.ts, solution.ys)

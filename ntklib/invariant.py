@@ -1,0 +1,176 @@
+"""The training invariant of Theorem 5.1 (paper §5.1–§5.2) and the feature decomposition.
+
+Shapes: features ``H`` (d, N) of a class-sorted balanced batch (N = K m), class means ``M``
+(d, K), within-class part ``H₂`` (d, K(m − 1)), classifier ``W`` (K, d).
+
+Decomposition. With ``Q`` (m, m − 1) any orthonormal basis of 1_m^⊥ and ``V₂ = I_K ⊗ Q``::
+
+    H = M Y + H₂ V₂ᵀ,   M = H Yᵀ / m,   H₂ = H V₂.
+
+Invariant. Along the gradient flow of Theorem 4.1 (any constant block kernel with K_κ ≻ 0)::
+
+    E = WᵀW − H K_κ⁻¹ Hᵀ
+      = WᵀW − (m/λ_c) M Mᵀ − (1/λ_0) H₂H₂ᵀ + (N² κ_n / (λ_c λ_max)) h̄ h̄ᵀ      # (d, d)
+
+is constant in time.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import Array
+
+from ntklib.block_kernel import BlockKernel, one_hot_labels
+
+
+def within_class_basis(per_class: int, dtype=None) -> Array:
+    """An orthonormal basis Q (m, m − 1) of the vectors orthogonal to 1_m (Helmert contrasts)."""
+    m = per_class
+    q = np.zeros((m, m - 1))
+    for j in range(1, m):
+        q[:j, j - 1] = 1.0
+        q[j, j - 1] = -j
+        q[:, j - 1] /= np.sqrt(j * (j + 1))
+    return jnp.asarray(q, dtype=dtype)
+
+
+def _sizes(features: Array, kernel: BlockKernel) -> None:
+    if features.ndim != 2 or features.shape[1] != kernel.num_samples:
+        raise ValueError(
+            f"features must be (d, N) with N = K m = {kernel.num_samples}, got shape {features.shape}"
+        )
+
+
+def decompose_features(features: Array, num_classes: int, per_class: int, basis: Array | None = None):
+    """Split H (d, N) into class means M (d, K) and the within-class part H₂ (d, K(m − 1)).
+
+    Args:
+        features: H, columns sorted by class.
+        basis: Q (m, m − 1), any orthonormal basis of 1_m^⊥; defaults to :func:`within_class_basis`.
+            H₂H₂ᵀ does not depend on this choice.
+
+    Returns:
+        (M, H₂) with H = M Y + H₂ V₂ᵀ.
+    """
+    q = within_class_basis(per_class, features.dtype) if basis is None else basis
+    y = one_hot_labels(num_classes, per_class, features.dtype)
+    v2 = jnp.kron(jnp.eye(num_classes, dtype=features.dtype), q)
+    return features @ y.T / per_class, features @ v2
+
+
+def compose_features(class_means: Array, within: Array, per_class: int, basis: Array | None = None) -> Array:
+    """The inverse of :func:`decompose_features`: H = M Y + H₂ V₂ᵀ, shape (d, K m)."""
+    num_classes = class_means.shape[1]
+    q = within_class_basis(per_class, class_means.dtype) if basis is None else basis
+    y = one_hot_labels(num_classes, per_class, class_means.dtype)
+    v2 = jnp.kron(jnp.eye(num_classes, dtype=class_means.dtype), q)
+    return class_means @ y + within @ v2.T
+
+
+def invariant(weights: Array, features: Array, kernel: BlockKernel) -> Array:
+    """E = WᵀW − H K_κ⁻¹ Hᵀ, shape (d, d), with the closed-form inverse of K_κ."""
+    _sizes(features, kernel)
+    return weights.T @ weights - features @ kernel.inverse(features.dtype) @ features.T
+
+
+class InvariantTerms(NamedTuple):
+    """The four matrices that make up E in Theorem 5.1, each (d, d)."""
+
+    wtw: Array
+    """WᵀW."""
+    mmt: Array
+    """M Mᵀ (class means)."""
+    h2h2t: Array
+    """H₂H₂ᵀ (within-class part; independent of the basis Q)."""
+    mean_outer: Array
+    """h̄ h̄ᵀ (global mean)."""
+
+
+def invariant_terms(weights: Array, features: Array, kernel: BlockKernel) -> InvariantTerms:
+    """The four matrices that make up E (see :class:`InvariantTerms`)."""
+    _sizes(features, kernel)
+    means, within = decompose_features(features, kernel.num_classes, kernel.per_class)
+    mean = features.mean(axis=1, keepdims=True)
+    return InvariantTerms(
+        wtw=weights.T @ weights, mmt=means @ means.T, h2h2t=within @ within.T, mean_outer=mean @ mean.T
+    )
+
+
+def invariant_from_terms(terms: InvariantTerms, kernel: BlockKernel) -> Array:
+    """E = WᵀW − (m/λ_c) M Mᵀ − (1/λ_0) H₂H₂ᵀ + (N² κ_n / (λ_c λ_max)) h̄ h̄ᵀ."""
+    lam0, lamc, lammax = kernel.check_positive_definite().eigenvalues()
+    m, n = kernel.per_class, kernel.num_samples
+    return (
+        terms.wtw
+        - (m / lamc) * terms.mmt
+        - terms.h2h2t / lam0
+        + (n**2 * kernel.other_class / (lamc * lammax)) * terms.mean_outer
+    )
+
+
+def paper_scaled_invariant(weights: Array, features: Array, kernel: BlockKernel) -> Array:
+    """λ_c E as the paper writes it (eq. 26):
+    λ_c WᵀW − m M Mᵀ − (λ_c/λ_0) H₂H₂ᵀ + α K² m h̄ h̄ᵀ, with α = κ_n/(λ_0/m + κ_c + (K − 1)κ_n)."""
+    t = invariant_terms(weights, features, kernel)
+    lam0, lamc, _ = kernel.check_positive_definite().eigenvalues()
+    k, m = kernel.num_classes, kernel.per_class
+    alpha = kernel.other_class / (lam0 / m + kernel.same_class + (k - 1) * kernel.other_class)
+    return lamc * t.wtw - m * t.mmt - (lamc / lam0) * t.h2h2t + alpha * k**2 * m * t.mean_outer
+
+
+def end_of_training_invariant(weights: Array, features: Array, lam0: float) -> Array:
+    """E_eot = WᵀW − H Hᵀ / λ_0, conserved by the end-of-training flow dH/dt = −λ_0 WᵀR, dW/dt = −R Hᵀ."""
+    return weights.T @ weights - features @ features.T / lam0
+
+
+def _cosine(a: Array, b: Array) -> Array:
+    return jnp.vdot(a, b) / (jnp.linalg.norm(a) * jnp.linalg.norm(b))
+
+
+def invariant_metrics(weights: Array, features: Array, kernel: BlockKernel) -> dict[str, float]:
+    """Scalars of SPEC §7 for a results record, from measured κ.
+
+    Returns:
+        ``invariant_norm`` ‖E‖_F; ``invariant_alignment`` ⟨WᵀW, HK⁻¹Hᵀ⟩/(‖WᵀW‖‖HK⁻¹Hᵀ‖), which is 1
+        when E = 0; ``wtw_norm`` ‖WᵀW‖_F; ``mmt_norm`` ‖MMᵀ‖_F; ``h2h2t_norm`` ‖H₂H₂ᵀ‖_F;
+        ``mean_outer_norm`` ‖h̄h̄ᵀ‖_F.
+    """
+    terms = invariant_terms(weights, features, kernel)
+    feature_term = terms.wtw - invariant_from_terms(terms, kernel)  # H K⁻¹ Hᵀ
+    values = {
+        "invariant_norm": jnp.linalg.norm(terms.wtw - feature_term),
+        "invariant_alignment": _cosine(terms.wtw, feature_term),
+        "wtw_norm": jnp.linalg.norm(terms.wtw),
+        "mmt_norm": jnp.linalg.norm(terms.mmt),
+        "h2h2t_norm": jnp.linalg.norm(terms.h2h2t),
+        "mean_outer_norm": jnp.linalg.norm(terms.mean_outer),
+    }
+    return {name: float(value) for name, value in values.items()}
+
+
+def zero_invariant_state(
+    key: Array, kernel: BlockKernel, feature_dim: int, *, scale: float = 0.1, centred: bool = True, dtype=jnp.float64
+):
+    """An initial (H₀, W₀, b₀) with E = 0 exactly (the set-up of Theorem 5.2).
+
+    H₀ = A Z with A (d, K) and Z (K, N) Gaussian (Z P with P = I − 1 1ᵀ/N when ``centred``, so that
+    h̄ = 0), and W₀ = (Z K_κ⁻¹ Zᵀ)^{1/2} Aᵀ, so that W₀ᵀW₀ = H₀ K_κ⁻¹ H₀ᵀ. b₀ = 0.
+
+    Returns:
+        (H₀ (d, N), W₀ (K, d), b₀ (K,)).
+    """
+    if feature_dim < kernel.num_classes:
+        raise ValueError(f"feature_dim must be >= num_classes = {kernel.num_classes}, got {feature_dim}")
+    k_a, k_z = jax.random.split(key)
+    a = scale * jax.random.normal(k_a, (feature_dim, kernel.num_classes), dtype)
+    z = jax.random.normal(k_z, (kernel.num_classes, kernel.num_samples), dtype)
+    if centred:
+        z = z - z.mean(axis=1, keepdims=True)
+    s = z @ kernel.inverse(dtype) @ z.T
+    evals, evecs = jnp.linalg.eigh(s)
+    sqrt_s = (evecs * jnp.sqrt(jnp.clip(evals, 0.0))) @ evecs.T
+    return a @ z, sqrt_s @ a.T, jnp.zeros(kernel.num_classes, dtype)
