@@ -18,9 +18,10 @@ def _check_labels(features: Array, labels: Array) -> tuple[Array, int]:
         raise ValueError(f"features must be (d, N), got shape {features.shape}")
     if labels.shape != (features.shape[1],):
         raise ValueError(f"labels must have shape (N,) = ({features.shape[1]},), got {labels.shape}")
-    num_classes = int(np.max(np.asarray(labels))) + 1
-    if num_classes < 2:
-        raise ValueError("labels must contain at least 2 classes")
+    counts = np.bincount(np.asarray(labels))
+    if counts.size < 2 or np.any(counts == 0):
+        raise ValueError(f"labels must cover every class 0 … K−1 (K >= 2); samples per class: {counts.tolist()}")
+    num_classes = counts.size
     return labels, num_classes
 
 
@@ -85,7 +86,8 @@ def nc4_ncc_mismatch(weights: Array, bias: Array, features: Array, labels: Array
     means = class_means(features, labels)
     logits = weights @ features + bias[:, None]  # (K, N)
     distances = jnp.sum((features[:, None, :] - means[:, :, None]) ** 2, axis=0)  # (K, N)
-    return jnp.mean(jnp.argmax(logits, axis=0) != jnp.argmin(distances, axis=0))
+    mismatch = jnp.argmax(logits, axis=0) != jnp.argmin(distances, axis=0)
+    return jnp.mean(mismatch.astype(features.dtype))
 
 
 def pairwise_cosines(vectors: Array) -> Array:

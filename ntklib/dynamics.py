@@ -124,7 +124,8 @@ def theorem41_vector_field(
     Args:
         kernel: (κ_d, κ_c, κ_n) of the feature kernel; must be positive definite.
         form: "block", "generic" or "end_of_training".
-        centred: multiply dH/dt by P = I − 1 1ᵀ/N, keeping the global feature mean fixed.
+        centred: multiply dH/dt by P = I − 1 1ᵀ/N, keeping the global feature mean h̄ fixed. E is
+            conserved by the centred flow when h̄ = 0 (as in Theorem 5.2); with h̄ ≠ 0 it is not.
         train_bias: if False the bias stays at its initial value.
     """
     forms = ("block", "generic", "end_of_training")

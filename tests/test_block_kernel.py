@@ -1,0 +1,255 @@
+"""Tests of ntklib.block_kernel against naive dense references (numpy.linalg.eigh / inv, loops)."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ntklib.block_kernel import (
+    BlockEigenvalues,
+    BlockKernel,
+    BlockProjectors,
+    block_projectors,
+    class_average,
+    class_indicator,
+    one_hot_labels,
+)
+
+GRID = [(k, m) for k in (2, 3, 5) for m in (2, 4)]
+# (κ_d, κ_c, κ_n): positive definite on the whole grid, with three distinct eigenvalues;
+# the second has κ_n < 0, so that λ_max < λ_c.
+KAPPAS = [(3.0, 1.0, 0.2), (2.0, 0.5, -0.05)]
+
+
+def naive_matrix(kd, kc, kn, k, m):
+    """K_κ entry by entry from its definition (Definition 3.1)."""
+    n = k * m
+    out = np.empty((n, n))
+    for i in range(n):
+        for j in range(n):
+            if i == j:
+                out[i, j] = kd
+            elif i // m == j // m:
+                out[i, j] = kc
+            else:
+                out[i, j] = kn
+    return out
+
+
+def table1(kd, kc, kn, k, m):
+    lam0 = kd - kc
+    lamc = kd - kc + m * (kc - kn)
+    return lam0, lamc, lamc + k * m * kn
+
+
+@pytest.mark.parametrize("k,m", GRID)
+@pytest.mark.parametrize("kappa", KAPPAS)
+def test_matrix_matches_definition(k, m, kappa):
+    kern = BlockKernel(*kappa, num_classes=k, per_class=m)
+    assert kern.num_samples == k * m
+    np.testing.assert_allclose(np.asarray(kern.matrix()), naive_matrix(*kappa, k, m), rtol=0, atol=1e-14)
+
+
+def test_matrix_dtype():
+    kern = BlockKernel(3.0, 1.0, 0.2, num_classes=3, per_class=2)
+    assert kern.matrix(jnp.float32).dtype == jnp.float32
+    assert kern.inverse(jnp.float32).dtype == jnp.float32
+    assert kern.matrix(jnp.float64).dtype == jnp.float64
+
+
+@pytest.mark.parametrize("k,m", GRID)
+@pytest.mark.parametrize("kappa", KAPPAS)
+def test_eigenvalues_and_multiplicities_vs_eigh(k, m, kappa):
+    kern = BlockKernel(*kappa, num_classes=k, per_class=m)
+    ev = kern.eigenvalues()
+    assert isinstance(ev, BlockEigenvalues)
+    np.testing.assert_allclose(ev, table1(*kappa, k, m), rtol=1e-14)
+    evals = np.linalg.eigh(naive_matrix(*kappa, k, m))[0]
+    expected = np.sort([ev.lam0] * (k * (m - 1)) + [ev.lamc] * (k - 1) + [ev.lammax])
+    np.testing.assert_allclose(evals, expected, rtol=0, atol=1e-12)
+    # multiplicities, counted from eigh
+    assert np.sum(np.isclose(evals, ev.lam0, atol=1e-10)) == k * (m - 1)
+    assert np.sum(np.isclose(evals, ev.lamc, atol=1e-10)) == k - 1
+    assert np.sum(np.isclose(evals, ev.lammax, atol=1e-10)) == 1
+
+
+@pytest.mark.parametrize("k,m", GRID)
+@pytest.mark.parametrize("kappa", KAPPAS)
+def test_eigenvectors_of_table1(k, m, kappa):
+    """K_κ 1 = λ_max 1; K_κ (v ⊗ 1) = λ_c (v ⊗ 1), v ⊥ 1; K_κ (e_k ⊗ u) = λ_0 (e_k ⊗ u), u ⊥ 1."""
+    rng = np.random.default_rng(0)
+    kern = BlockKernel(*kappa, num_classes=k, per_class=m)
+    lam0, lamc, lammax = kern.eigenvalues()
+    mat = naive_matrix(*kappa, k, m)
+    ones = np.ones(k * m)
+    np.testing.assert_allclose(mat @ ones, lammax * ones, atol=1e-12)
+    v = rng.normal(size=k)
+    v -= v.mean()
+    x = np.kron(v, np.ones(m))
+    np.testing.assert_allclose(mat @ x, lamc * x, atol=1e-12)
+    u = rng.normal(size=m)
+    u -= u.mean()
+    for c in range(k):
+        x = np.kron(np.eye(k)[c], u)
+        np.testing.assert_allclose(mat @ x, lam0 * x, atol=1e-12)
+
+
+@pytest.mark.parametrize("k,m", GRID)
+@pytest.mark.parametrize("kappa", KAPPAS)
+def test_projectors_match_eigh_eigenspaces(k, m, kappa):
+    kern = BlockKernel(*kappa, num_classes=k, per_class=m)
+    ev = kern.eigenvalues()
+    evals, evecs = np.linalg.eigh(naive_matrix(*kappa, k, m))
+    p = block_projectors(k, m)
+    for value, proj in ((ev.lam0, p.within), (ev.lamc, p.cls), (ev.lammax, p.glob)):
+        u = evecs[:, np.isclose(evals, value, atol=1e-10)]
+        np.testing.assert_allclose(np.asarray(proj), u @ u.T, atol=1e-12)
+
+
+@pytest.mark.parametrize("k,m", GRID)
+def test_projectors_algebra(k, m):
+    p = block_projectors(k, m)
+    assert isinstance(p, BlockProjectors)
+    n = k * m
+    mats = [np.asarray(x) for x in p]
+    for a, proj in enumerate(mats):
+        assert proj.shape == (n, n)
+        np.testing.assert_allclose(proj, proj.T, atol=1e-15)  # orthogonal projector: symmetric
+        np.testing.assert_allclose(proj @ proj, proj, atol=1e-14)  # idempotent
+        for b, other in enumerate(mats):
+            if a != b:
+                np.testing.assert_allclose(proj @ other, 0.0, atol=1e-14)  # mutually orthogonal
+    np.testing.assert_allclose(sum(mats), np.eye(n), atol=1e-14)
+    np.testing.assert_allclose([np.trace(x) for x in mats], [1, k - 1, k * (m - 1)], atol=1e-12)
+    # explicit formulas
+    np.testing.assert_allclose(mats[0], np.ones((n, n)) / n, atol=1e-15)
+    same = np.kron(np.eye(k), np.ones((m, m))) / m
+    np.testing.assert_allclose(mats[1], same - np.ones((n, n)) / n, atol=1e-15)
+    np.testing.assert_allclose(mats[2], np.eye(n) - same, atol=1e-15)
+
+
+@pytest.mark.parametrize("k,m", GRID)
+@pytest.mark.parametrize("kappa", KAPPAS)
+def test_spectral_decomposition(k, m, kappa):
+    kern = BlockKernel(*kappa, num_classes=k, per_class=m)
+    lam0, lamc, lammax = kern.eigenvalues()
+    p = block_projectors(k, m)
+    np.testing.assert_allclose(
+        np.asarray(lam0 * p.within + lamc * p.cls + lammax * p.glob), naive_matrix(*kappa, k, m), atol=1e-13
+    )
+
+
+@pytest.mark.parametrize("k,m", GRID)
+@pytest.mark.parametrize("kappa", KAPPAS)
+def test_inverse_vs_dense_inv(k, m, kappa):
+    kern = BlockKernel(*kappa, num_classes=k, per_class=m)
+    expected = np.linalg.inv(naive_matrix(*kappa, k, m))
+    np.testing.assert_allclose(np.asarray(kern.inverse()), expected, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(np.asarray(kern.inverse()) @ naive_matrix(*kappa, k, m), np.eye(k * m), atol=1e-12)
+
+
+@pytest.mark.parametrize("k,m", GRID)
+@pytest.mark.parametrize("kappa", KAPPAS)
+def test_apply_vs_matmul(k, m, kappa):
+    rng = np.random.default_rng(1)
+    kern = BlockKernel(*kappa, num_classes=k, per_class=m)
+    mat = naive_matrix(*kappa, k, m)
+    shapes = ((k * m,), (2, 3, k * m)) if (k, m) == (3, 2) else ((2, 3, k * m),)
+    for shape in shapes:
+        x = rng.normal(size=shape)
+        out = np.asarray(kern.apply(jnp.asarray(x)))
+        assert out.shape == shape
+        np.testing.assert_allclose(out, x @ mat, rtol=1e-12, atol=1e-12)
+
+
+def test_is_positive_definite_vs_eigh():
+    rng = np.random.default_rng(2)
+    cases = [(3.0, 1.0, 0.2), (1.0, 1.0, 0.2), (1.0, 2.0, 0.0), (2.0, 0.5, -0.5), (2.0, 0.5, -0.05), (1.0, -1.0, 0.0)]
+    cases += [tuple(rng.normal(size=3)) for _ in range(20)]
+    for k, m in ((2, 2), (3, 4), (5, 2)):
+        for kappa in cases:
+            kern = BlockKernel(*kappa, num_classes=k, per_class=m)
+            expected = np.linalg.eigh(naive_matrix(*kappa, k, m))[0].min() > 1e-12
+            assert kern.is_positive_definite() == expected, (kappa, k, m)
+            if expected:
+                assert kern.check_positive_definite() is kern
+
+
+@pytest.mark.parametrize(
+    "kappa,name",
+    [
+        ((1.0, 1.0, 0.2), "lam0"),  # λ_0 = 0
+        ((1.0, 2.0, 0.0), "lam0"),  # λ_0 < 0
+        ((3.0, -1.0, 0.5), "lamc"),  # λ_0 = 4 > 0, λ_c = 4 + 3(-1.5) < 0
+        ((2.0, 0.5, -0.5), "lammax"),  # λ_c = 4.5, λ_max = 4.5 - 4.5 = 0
+    ],
+)
+def test_not_positive_definite_raises_naming_eigenvalue(kappa, name):
+    kern = BlockKernel(*kappa, num_classes=3, per_class=3)
+    assert not kern.is_positive_definite()
+    with pytest.raises(ValueError, match=name):
+        kern.check_positive_definite()
+    with pytest.raises(ValueError, match=name):
+        kern.inverse()
+
+
+@pytest.mark.parametrize("bad", [1, 0, -2, 2.5])
+def test_bad_num_classes(bad):
+    with pytest.raises(ValueError, match="num_classes"):
+        BlockKernel(3.0, 1.0, 0.2, num_classes=bad, per_class=3)
+    with pytest.raises(ValueError, match="num_classes"):
+        block_projectors(bad, 3)
+    with pytest.raises(ValueError, match="num_classes"):
+        one_hot_labels(bad, 3)
+
+
+@pytest.mark.parametrize("bad", [1, 0, -1, 3.5])
+def test_bad_per_class(bad):
+    with pytest.raises(ValueError, match="per_class"):
+        BlockKernel(3.0, 1.0, 0.2, num_classes=3, per_class=bad)
+    with pytest.raises(ValueError, match="per_class"):
+        block_projectors(3, bad)
+    with pytest.raises(ValueError, match="per_class"):
+        one_hot_labels(3, bad)
+
+
+def test_block_kernel_is_frozen():
+    kern = BlockKernel(3.0, 1.0, 0.2, num_classes=3, per_class=2)
+    with pytest.raises(AttributeError):
+        kern.diag = 4.0
+
+
+@pytest.mark.parametrize("k,m", GRID)
+def test_class_indicator_vs_loop(k, m):
+    n = k * m
+    expected = np.array([[1.0 if i // m == j // m else 0.0 for j in range(n)] for i in range(n)])
+    np.testing.assert_array_equal(np.asarray(class_indicator(k, m)), expected)
+
+
+@pytest.mark.parametrize("k,m", GRID)
+def test_class_average_vs_loop(k, m):
+    rng = np.random.default_rng(3)
+    n = k * m
+    x = rng.normal(size=(2, 3, n))
+    expected = np.empty_like(x)
+    for idx in np.ndindex(*x.shape[:-1]):
+        for i in range(n):
+            c = i // m
+            expected[idx + (i,)] = np.mean(x[idx + (slice(c * m, (c + 1) * m),)])
+    out = np.asarray(class_average(jnp.asarray(x), k))
+    assert out.shape == x.shape
+    np.testing.assert_allclose(out, expected, rtol=1e-13, atol=1e-14)
+    # equals x (I_K ⊗ 1 1ᵀ)/m
+    np.testing.assert_allclose(out, x @ np.kron(np.eye(k), np.ones((m, m))) / m, atol=1e-13)
+    # 1-D input
+    np.testing.assert_allclose(np.asarray(class_average(jnp.asarray(x[0, 0]), k)), expected[0, 0], atol=1e-14)
+
+
+@pytest.mark.parametrize("k,m", GRID)
+def test_one_hot_labels_vs_loop(k, m):
+    y = np.asarray(one_hot_labels(k, m))
+    assert y.shape == (k, k * m)
+    expected = np.zeros((k, k * m))
+    for i in range(k * m):
+        expected[i // m, i] = 1.0
+    np.testing.assert_array_equal(y, expected)
+    assert one_hot_labels(k, m, jnp.float32).dtype == jnp.float32

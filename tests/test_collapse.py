@@ -1,0 +1,319 @@
+"""Tests of ntklib.collapse against naive numpy loops, exact simplex-ETF geometry, and (for the
+equal-bias angles) a simulation of the Theorem 4.1 flow to the end of training."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ntklib.block_kernel import BlockKernel
+from ntklib.collapse import (
+    centred_class_means,
+    class_means,
+    equal_bias_cosines,
+    nc1_trace,
+    nc1_within_class_std,
+    nc2_etf_distance,
+    nc3_self_duality,
+    nc4_ncc_mismatch,
+    off_diagonal,
+    pairwise_cosines,
+    simplex_etf_gram,
+)
+from ntklib.dynamics import FlowState, integrate, residual, theorem41_vector_field
+from ntklib.invariant import decompose_features, invariant, zero_invariant_state
+
+KS = [2, 3, 5]
+PER_CLASS = 4  # samples per class (on average for the unbalanced data)
+
+
+# ---------------------------------------------------------------- data and naive references
+
+
+def random_unsorted_data(k, seed, balanced=False):
+    """Random features (d, N), d = K + 1, N = 4K, with shuffled labels (unequal class sizes unless
+    ``balanced``; every class present)."""
+    rng = np.random.default_rng(seed)
+    n = PER_CLASS * k
+    if balanced:
+        counts = np.full(k, PER_CLASS)
+    else:
+        counts = np.ones(k, dtype=int) + rng.multinomial(n - k, np.ones(k) / k)
+        if np.all(counts == counts[0]):  # make sure the classes are unbalanced
+            counts[0] += 1
+            counts[1] -= 1
+    labels = rng.permutation(np.repeat(np.arange(k), counts))
+    features = rng.normal(size=(k + 1, n))
+    w = rng.normal(size=(k, k + 1))
+    b = rng.normal(size=k)
+    return features, labels, w, b
+
+
+def naive_means(h, labels, k):
+    out = np.zeros((h.shape[0], k))
+    for c in range(k):
+        cols = [i for i in range(len(labels)) if labels[i] == c]
+        out[:, c] = sum(h[:, i] for i in cols) / len(cols)
+    return out
+
+
+def naive_nc1_std(h, labels, k):
+    values = []
+    for c in range(k):
+        for j in range(h.shape[0]):
+            xs = [h[j, i] for i in range(len(labels)) if labels[i] == c]
+            mu = sum(xs) / len(xs)
+            values.append(np.sqrt(sum((x - mu) ** 2 for x in xs) / len(xs)))
+    return np.mean(values)
+
+
+def naive_nc1_trace(h, labels, k):
+    d, n = h.shape
+    means = naive_means(h, labels, k)
+    hbar = h.mean(axis=1)
+    sigma_w = np.zeros((d, d))
+    for i in range(n):
+        v = h[:, i] - means[:, labels[i]]
+        sigma_w += np.outer(v, v) / n
+    sigma_b = np.zeros((d, d))
+    for c in range(k):
+        v = means[:, c] - hbar
+        sigma_b += np.outer(v, v) / k
+    return np.trace(sigma_w @ np.linalg.pinv(sigma_b)) / k
+
+
+def naive_nc2(h, labels, k):
+    centred = naive_means(h, labels, k) - h.mean(axis=1)[:, None]
+    gram = centred.T @ centred
+    target = (np.eye(k) - np.ones((k, k)) / k) / np.sqrt(k - 1)
+    return np.linalg.norm(gram / np.linalg.norm(gram) - target)
+
+
+def naive_nc3(w, h, labels, k):
+    centred = naive_means(h, labels, k) - h.mean(axis=1)[:, None]
+    return np.linalg.norm(centred / np.linalg.norm(centred) - w.T / np.linalg.norm(w))
+
+
+def naive_nc4(w, b, h, labels, k):
+    means = naive_means(h, labels, k)
+    mismatches = 0
+    for i in range(h.shape[1]):
+        logits = [w[c] @ h[:, i] + b[c] for c in range(k)]
+        dists = [np.sum((h[:, i] - means[:, c]) ** 2) for c in range(k)]
+        mismatches += int(np.argmax(logits) != np.argmin(dists))
+    return mismatches / h.shape[1]
+
+
+def etf_data(k, seed, scale=2.0, classifier_scale=0.7):
+    """Exactly collapsed features: every sample equals its class mean, the centred class means form a
+    simplex ETF (randomly rotated, plus a global offset outside their span), W ∝ M̃ᵀ, equal biases.
+    Labels are balanced but shuffled."""
+    rng = np.random.default_rng(seed)
+    d = k + 1
+    basis, _ = np.linalg.qr(rng.normal(size=(d, d)))
+    etf = scale * basis[:, :k] @ (np.eye(k) - np.ones((k, k)) / k)  # (d, K), columns sum to 0
+    offset = 3.0 * basis[:, k]  # orthogonal to the span of the ETF
+    labels = rng.permutation(np.repeat(np.arange(k), PER_CLASS))
+    features = offset[:, None] + etf[:, labels]
+    return features, labels, classifier_scale * etf.T, np.full(k, 0.3), etf
+
+
+# ---------------------------------------------------------------- class means
+
+
+@pytest.mark.parametrize("k", KS)
+def test_class_means_vs_loop(k):
+    h, labels, _, _ = random_unsorted_data(k, seed=k)
+    means = np.asarray(class_means(jnp.asarray(h), jnp.asarray(labels)))
+    np.testing.assert_allclose(means, naive_means(h, labels, k), atol=1e-14)
+    centred = np.asarray(centred_class_means(jnp.asarray(h), labels))
+    np.testing.assert_allclose(centred, naive_means(h, labels, k) - h.mean(axis=1)[:, None], atol=1e-14)
+
+
+# ---------------------------------------------------------------- NC1–NC4 vs naive loops
+
+
+@pytest.mark.parametrize("k", KS)
+@pytest.mark.parametrize("balanced", [False, True])
+def test_nc_metrics_vs_naive_on_random_data(k, balanced):
+    h, labels, w, b = random_unsorted_data(k, seed=10 + k, balanced=balanced)
+    hj, lj = jnp.asarray(h), jnp.asarray(labels)
+    expected = {
+        "nc1_std": naive_nc1_std(h, labels, k),
+        "nc1_trace": naive_nc1_trace(h, labels, k),
+        "nc2": naive_nc2(h, labels, k),
+        "nc3": naive_nc3(w, h, labels, k),
+        "nc4": naive_nc4(w, b, h, labels, k),
+    }
+    got = {
+        "nc1_std": nc1_within_class_std(hj, lj),
+        "nc1_trace": nc1_trace(hj, lj),
+        "nc2": nc2_etf_distance(hj, lj),
+        "nc3": nc3_self_duality(jnp.asarray(w), hj, lj),
+        "nc4": nc4_ncc_mismatch(jnp.asarray(w), jnp.asarray(b), hj, lj),
+    }
+    for key, value in expected.items():
+        assert np.ndim(got[key]) == 0, key
+        if key == "nc4":  # a fraction of N samples (jnp.mean of a bool array is float32 even with x64)
+            assert round(float(got[key]) * h.shape[1]) == round(value * h.shape[1])
+            np.testing.assert_allclose(float(got[key]), value, rtol=1e-6)
+        else:
+            np.testing.assert_allclose(float(got[key]), value, rtol=1e-10, atol=1e-14, err_msg=key)
+    # far from collapse
+    for key in ("nc1_std", "nc1_trace", "nc2", "nc3"):
+        if key == "nc2" and k == 2 and balanced:
+            # two centred means of equal-size classes are always antipodal: a 2-class simplex ETF
+            assert float(got[key]) < 1e-12
+        else:
+            assert float(got[key]) > 1e-2, key
+
+
+@pytest.mark.parametrize("k", KS)
+def test_nc_metrics_vanish_on_exact_simplex_etf(k):
+    h, labels, w, b, etf = etf_data(k, seed=20 + k)
+    hj, lj = jnp.asarray(h), jnp.asarray(labels)
+    np.testing.assert_allclose(np.asarray(centred_class_means(hj, lj)), etf, atol=1e-13)
+    assert abs(float(nc1_within_class_std(hj, lj))) < 1e-12
+    assert abs(float(nc1_trace(hj, lj))) < 1e-12
+    assert abs(float(nc2_etf_distance(hj, lj))) < 1e-12
+    assert abs(float(nc3_self_duality(jnp.asarray(w), hj, lj))) < 1e-12
+    assert float(nc4_ncc_mismatch(jnp.asarray(w), jnp.asarray(b), hj, lj)) == 0.0
+    # the ETF: equal norms, pairwise cosines −1/(K − 1)
+    cos = np.asarray(pairwise_cosines(jnp.asarray(etf)))
+    np.testing.assert_allclose(off_diagonal(cos), -1.0 / (k - 1), atol=1e-13)
+    # small perturbations make every metric positive
+    rng = np.random.default_rng(k)
+    noisy = h + 0.05 * rng.normal(size=h.shape)
+    assert float(nc1_within_class_std(jnp.asarray(noisy), lj)) > 1e-3
+    assert float(nc1_trace(jnp.asarray(noisy), lj)) > 1e-5
+    if k > 2:  # for K = 2 every balanced pair of centred means is an ETF
+        assert float(nc2_etf_distance(jnp.asarray(noisy), lj)) > 1e-4
+    assert float(nc3_self_duality(jnp.asarray(w + 0.05 * rng.normal(size=w.shape)), hj, lj)) > 1e-3
+
+
+@pytest.mark.parametrize("k", KS)
+def test_nc4_counts_mismatches(k):
+    h, labels, w, b, _ = etf_data(k, seed=30 + k)
+    hj, lj = jnp.asarray(h), jnp.asarray(labels)
+    swapped = w.copy()
+    swapped[[0, 1]] = swapped[[1, 0]]  # classes 0 and 1 are now always confused
+    n = len(labels)
+    expected = int(np.sum((labels == 0) | (labels == 1)))
+    got = float(nc4_ncc_mismatch(jnp.asarray(swapped), jnp.asarray(b), hj, lj))
+    assert round(got * n) == expected == round(naive_nc4(swapped, b, h, labels, k) * n)
+    assert got == pytest.approx(expected / n, rel=1e-6)
+    # a huge bias on class 2 (or 0 for K = 2) sends every sample there
+    c = 2 if k > 2 else 0
+    biased = b.copy()
+    biased[c] += 1e6
+    got = float(nc4_ncc_mismatch(jnp.asarray(w), jnp.asarray(biased), hj, lj))
+    assert round(got * n) == int(np.sum(labels != c))
+    assert got == pytest.approx(np.mean(labels != c), rel=1e-6)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+@pytest.mark.parametrize("k", KS)
+def test_pairwise_cosines_and_off_diagonal_vs_loop(k):
+    rng = np.random.default_rng(40 + k)
+    v = rng.normal(size=(k + 1, k))
+    cos = np.asarray(pairwise_cosines(jnp.asarray(v)))
+    expected = np.array(
+        [[v[:, i] @ v[:, j] / (np.linalg.norm(v[:, i]) * np.linalg.norm(v[:, j])) for j in range(k)] for i in range(k)]
+    )
+    np.testing.assert_allclose(cos, expected, atol=1e-14)
+    np.testing.assert_allclose(np.diag(cos), 1.0, atol=1e-14)
+    a = rng.normal(size=(k, k))
+    off = np.asarray(off_diagonal(jnp.asarray(a)))
+    assert off.shape == (k * (k - 1),)
+    np.testing.assert_array_equal(off, [a[i, j] for i in range(k) for j in range(k) if i != j])
+    np.testing.assert_array_equal(np.asarray(off_diagonal(a)), off)
+
+
+@pytest.mark.parametrize("k", KS)
+def test_simplex_etf_gram(k):
+    g = np.asarray(simplex_etf_gram(k))
+    assert g.shape == (k, k)
+    np.testing.assert_allclose(np.linalg.norm(g), 1.0, atol=1e-14)
+    expected = np.array([[(1.0 if i == j else 0.0) - 1.0 / k for j in range(k)] for i in range(k)]) / np.sqrt(k - 1)
+    np.testing.assert_allclose(g, expected, atol=1e-15)
+    # it is the normalised Gram matrix of a simplex ETF (any rotation / scale)
+    _, _, _, _, etf = etf_data(k, seed=50 + k)
+    gram = etf.T @ etf
+    np.testing.assert_allclose(gram / np.linalg.norm(gram), g, atol=1e-13)
+    assert simplex_etf_gram(k, jnp.float32).dtype == jnp.float32
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_bad_labels_and_features():
+    h = jnp.ones((3, 6))
+    w, b = jnp.ones((2, 3)), jnp.zeros(2)
+    good = np.array([0, 1, 0, 1, 0, 1])
+    for bad in (good[:5], good[:, None], np.zeros((2, 6), dtype=int)):
+        with pytest.raises(ValueError, match="labels"):
+            class_means(h, bad)
+        with pytest.raises(ValueError, match="labels"):
+            nc1_within_class_std(h, bad)
+        with pytest.raises(ValueError, match="labels"):
+            nc1_trace(h, bad)
+        with pytest.raises(ValueError, match="labels"):
+            nc2_etf_distance(h, bad)
+        with pytest.raises(ValueError, match="labels"):
+            nc3_self_duality(w, h, bad)
+        with pytest.raises(ValueError, match="labels"):
+            nc4_ncc_mismatch(w, b, h, bad)
+    with pytest.raises(ValueError, match="labels"):  # a single class
+        class_means(h, np.zeros(6, dtype=int))
+    with pytest.raises(ValueError, match="features"):
+        class_means(jnp.ones(6), good)
+
+
+# ---------------------------------------------------------------- equal-bias angles (App. B.4)
+
+
+@pytest.mark.parametrize("k", KS)
+def test_equal_bias_cosines_raises_at_one_over_k(k):
+    kern = BlockKernel(3.0, 1.0, 0.2, num_classes=k, per_class=2)
+    with pytest.raises(ValueError, match="bias_value"):
+        equal_bias_cosines(1.0 / k, kern)
+    # the limit β → 1/K is the simplex ETF for both frames
+    for beta in (1.0 / k + 1e-7, 1.0 / k - 1e-7):
+        cos_m, cos_w = equal_bias_cosines(beta, kern)
+        assert cos_m == pytest.approx(-1.0 / (k - 1), abs=1e-5)
+        assert cos_w == pytest.approx(-1.0 / (k - 1), abs=1e-5)
+
+
+def test_equal_bias_cosines_rejects_non_positive_definite_kernel():
+    with pytest.raises(ValueError, match="lam0"):
+        equal_bias_cosines(0.0, BlockKernel(1.0, 2.0, 0.1, num_classes=3, per_class=2))
+
+
+def test_equal_bias_cosines_vs_simulation():
+    """Uncentred flow of Theorem 4.1 from an E = 0 initial state with the biases frozen at β 1:
+    at the end of training (R → 0, H₂ → 0) the class means and the classifier rows meet at the
+    closed-form angles (one diffrax compilation, several β)."""
+    k, m, d = 3, 2, 4
+    kern = BlockKernel(3.0, 1.0, 0.2, num_classes=k, per_class=m)
+    h0, w0, _ = zero_invariant_state(jax.random.PRNGKey(0), kern, d, scale=1.0, centred=False)
+    field = theorem41_vector_field(kern, form="block", centred=False, train_bias=False)
+    times = jnp.array([0.0, 60.0])
+    for beta in (0.0, 0.6, -0.25):
+        b0 = jnp.full(k, beta)
+        traj = integrate(field, FlowState(h0, w0, b0), times)
+        h, w, b = (x[-1] for x in traj.states)
+        np.testing.assert_array_equal(np.asarray(b), beta)
+        # end of training reached, invariant still 0
+        assert float(jnp.linalg.norm(residual(w, h, b, k, m))) < 1e-8
+        means, within = decompose_features(h, k, m)
+        assert float(jnp.linalg.norm(within)) < 1e-8
+        assert float(jnp.linalg.norm(invariant(w, h, kern))) < 1e-9 * float(jnp.linalg.norm(w.T @ w))
+        cos_m, cos_w = equal_bias_cosines(beta, kern)
+        np.testing.assert_allclose(off_diagonal(np.asarray(pairwise_cosines(means))), cos_m, atol=1e-7, err_msg=str(beta))
+        np.testing.assert_allclose(off_diagonal(np.asarray(pairwise_cosines(w.T))), cos_w, atol=1e-7, err_msg=str(beta))
+        # NC2 holds for the centred means; NC3 fails for β ≠ 1/K
+        labels = np.repeat(np.arange(k), m)
+        assert float(nc2_etf_distance(h, labels)) < 1e-7
+        assert float(nc3_self_duality(w, h, labels)) > 1e-3
