@@ -115,7 +115,7 @@ def equal_bias_cosines(bias_value: float, kernel) -> tuple[float, float]:
 
     so the class means meet at cos = x/(1 + x) and the classifier rows at cos = −q/(1 − q). At
     β = 1/K both frames are the simplex ETF, cos = −1/(K − 1); otherwise the angles differ (no NC3).
-    The derivation is in the chapter "Neural collapse".
+    The derivation is in the chapter "Neural collapse from NTK alignment".
 
     Args:
         bias_value: β, with β ≠ 1/K (at β = 1/K, MᵀM is singular and the formula for W degenerates).
