@@ -90,12 +90,10 @@ def resize_images(images: np.ndarray, size: int, chunk: int = 4096) -> np.ndarra
         return images.astype(np.float32)
     import jax
 
-    out = [
-        np.asarray(
-            jax.image.resize(images[i : i + chunk], (len(images[i : i + chunk]), size, size, images.shape[3]), "bilinear")
-        )
-        for i in range(0, len(images), chunk)
-    ]
+    out = []
+    for i in range(0, len(images), chunk):
+        part = images[i : i + chunk]
+        out.append(np.asarray(jax.image.resize(part, (len(part), size, size, part.shape[3]), "bilinear")))
     return np.concatenate(out).astype(np.float32)
 
 

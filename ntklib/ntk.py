@@ -1,0 +1,480 @@
+"""Exact empirical NTK blocks of a :class:`ntklib.models.Classifier` (paper §2.2, §3; SPEC §2, §7).
+
+For a classifier z(x) = W h(θ, x) + b with features h (d outputs) and logits z (C outputs), the
+per-output kernels are
+
+    Θ_{cc'}(x, x') = ⟨∂z_c(x)/∂θ_all, ∂z_{c'}(x')/∂θ_all⟩       over θ_all = (θ, W, b)
+    Θʰ_{jj'}(x, x') = ⟨∂h_j(x)/∂θ,    ∂h_{j'}(x')/∂θ⟩          over the feature extractor's θ only.
+
+They share one object, the per-sample feature Jacobian J(x) = ∂h(x)/∂θ ∈ R^{d×P}:
+
+    Θʰ_{jj'}(x, x') = J_j(x) J_{j'}(x')ᵀ
+    Θ_{cc'}(x, x')  = W_c J(x) J(x')ᵀ W_{c'}ᵀ + δ_{cc'} (⟨h(x), h(x')⟩ + 1)
+
+(the last term is the W and b part: ∂z_c/∂W_{c'j} = δ_{cc'} h_j, ∂z_c/∂b_{c'} = δ_{cc'}). The engine
+therefore computes J once — reverse mode, one backward pass per (sample, feature neuron), vmapped —
+and obtains every block by contractions: Θʰ_jj = J_j J_jᵀ and, with G = W J ∈ R^{N×C×P},
+Θ_cc = G_c G_cᵀ + H Hᵀ + 1. The released code of the paper instead took two gradients for every
+(output, pair of samples); see ``bench/ntk_speed.py`` for the comparison.
+
+**Eval mode.** The kernels are those of the network in *eval* mode: BatchNorm uses its running
+statistics. In train mode BatchNorm couples the samples of a batch (each h(x) depends on every x in
+the batch through the batch mean and variance), so a per-sample Jacobian ∂h(x)/∂θ is not defined
+without fixing the rest of the batch, and vmapping a per-sample function over the batch silently
+computes something else (batch statistics of a batch of one) — the same warning neural-tangents
+gives for batch-coupled layers.
+
+**Precision.** All contractions use ``precision=HIGHEST`` and the model itself is traced under
+``jax.default_matmul_precision("highest")``: at the default GPU precision (TF32) a ResNet20 kernel
+mean was off by 1.4e-3 relative (SPEC §7). Float64 works unchanged: pass float64 inputs and
+parameters with ``jax_enable_x64`` on.
+
+**Memory.** The feature Jacobian of all N samples is N·d·P numbers. For ResNet20 at N = 120
+(d = 64, P ≈ 0.27 M) that is 120·64·0.27e6·4 B ≈ 8.3 GB in float32, plus G = W J with
+N·C·P ≈ 1.3 GB (C = 10). ``chunk_size`` bounds the first term: the Jacobian is computed for
+``chunk_size`` feature neurons at a time (an unrolled loop over neuron chunks), so the peak is about
+(chunk_size + C)·N·P floats plus the chunk's backward-pass activations, e.g. ≈ 3.4 GB for ResNet20
+with chunk_size = 16. ``sample_chunk_size`` further bounds the activations of the vmapped backward
+passes (samples processed ``sample_chunk_size`` at a time with ``lax.map``; a rolled loop, slow on
+XLA:CPU, so use it only when memory demands). Off-diagonal feature
+blocks Θʰ_{jj'} couple neuron chunks; with n_c = ceil(d / chunk_size) > 1 chunks they are obtained
+by recomputing the Jacobian of every other chunk, i.e. at about (n_c + 1) times the Jacobian cost.
+
+Example:
+    >>> model = build_model("mlp", 3)                                   # doctest: +SKIP
+    >>> variables = model.init(jax.random.key(0), x)                    # x: (6, 8) float32
+    >>> ntk = block_ntk_fn(model, offdiag="norms")(variables, x)
+    >>> ntk.logits.shape, ntk.features.shape, ntk.logits_norms.shape    # (3, 6, 6), (32, 6, 6), (3, 3)
+    >>> stats = kernel_statistics(model, variables, x, labels=[0, 0, 1, 1, 2, 2])
+    >>> stats.as_dict()["gamma_d"]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import Array, lax
+from numpy.typing import ArrayLike
+
+from ntklib import kernel_stats
+from ntklib.block_kernel import BlockKernel
+
+__all__ = [
+    "OffDiagonal",
+    "ClassifierSplit",
+    "split_classifier",
+    "BlockNTK",
+    "block_ntk_fn",
+    "block_ntk",
+    "KernelStatistics",
+    "statistics_from_ntk",
+    "kernel_statistics",
+]
+
+PyTree = Any
+_HIGHEST = lax.Precision.HIGHEST
+
+
+class OffDiagonal(str, enum.Enum):
+    """Which off-diagonal blocks Θ_{cc'}, Θʰ_{jj'} (c ≠ c', j ≠ j') :func:`block_ntk_fn` returns."""
+
+    NONE = "none"
+    """Only the diagonal blocks Θ_cc and Θʰ_jj (the cheapest; what the block statistics need)."""
+    NORMS = "norms"
+    """Also the Frobenius norms ‖Θ_{cc'}‖_F (C, C) and ‖Θʰ_{jj'}‖_F (d, d)."""
+    FULL = "full"
+    """Also the full (C, C, N, N) and (d, d, N, N) kernels (and their norms)."""
+
+
+class ClassifierSplit(NamedTuple):
+    """A Classifier cut into its feature function and its linear head."""
+
+    features: Callable[[PyTree, Array], Array]
+    """h(θ_f, x) -> (B, d), in eval mode (BatchNorm uses running statistics, closed over)."""
+    feature_params: PyTree
+    """θ_f = variables["params"]["features"]."""
+    weights: Array
+    """W (C, d) (the transpose of the Dense kernel)."""
+    bias: Array
+    """b (C,)."""
+
+
+def _features_eval(module, x: Array) -> Array:
+    return module.features(x, train=False)
+
+
+def split_classifier(model, variables: Mapping[str, Any]) -> ClassifierSplit:
+    """Split a :class:`~ntklib.models.Classifier` and its variables into h(θ_f, ·), θ_f, W, b.
+
+    The feature function runs the extractor in eval mode: with BatchNorm the batch statistics are
+    replaced by the running averages in ``variables["batch_stats"]``, which makes h(x) a function of
+    x alone so that per-sample Jacobians are well defined (in train mode they are not, and vmapping
+    over samples would silently change the function; see the module docstring).
+
+    Args:
+        model: a Classifier (submodules ``features`` and ``classifier``).
+        variables: ``{"params": {"features": ..., "classifier": {"kernel": (d, C), "bias": (C,)}},
+            "batch_stats": {"features": ...}}`` (``batch_stats`` only with BatchNorm).
+
+    Raises:
+        ValueError: naming ``variables`` when there is no ``features``/``classifier`` split.
+    """
+    params = variables.get("params") if isinstance(variables, Mapping) else None
+    if not isinstance(params, Mapping) or "features" not in params or "classifier" not in params:
+        keys = list(params) if isinstance(params, Mapping) else type(params).__name__
+        raise ValueError(
+            "variables must hold params['features'] and params['classifier'] (an ntklib.models.Classifier); "
+            f"got params keys {keys}"
+        )
+    head = params["classifier"]
+    if not isinstance(head, Mapping) or "kernel" not in head or "bias" not in head:
+        raise ValueError("variables['params']['classifier'] must hold a dense 'kernel' (d, C) and 'bias' (C,)")
+    state = {
+        name: {"features": coll["features"]}
+        for name, coll in variables.items()
+        if name != "params" and isinstance(coll, Mapping) and "features" in coll
+    }
+
+    def features(feature_params: PyTree, x: Array) -> Array:
+        return model.apply({"params": {"features": feature_params}, **state}, x, method=_features_eval)
+
+    return ClassifierSplit(features, params["features"], jnp.asarray(head["kernel"]).T, jnp.asarray(head["bias"]))
+
+
+class BlockNTK(NamedTuple):
+    """Per-output NTK blocks on a batch of N samples (C logits, d features).
+
+    Fields that were not requested are ``None``.
+    """
+
+    logits: Array
+    """Θ_cc, (C, N, N): NTK of logit c w.r.t. all parameters (θ, W, b)."""
+    features: Array
+    """Θʰ_jj, (d, N, N): kernel of feature j w.r.t. the feature extractor's parameters only."""
+    h: Array
+    """Batch features, (N, d) (row i = h(x_i)); transpose for the paper's H (d, N)."""
+    logits_norms: Array | None = None
+    """‖Θ_{cc'}‖_F, (C, C); with ``offdiag`` "norms" or "full"."""
+    features_norms: Array | None = None
+    """‖Θʰ_{jj'}‖_F, (d, d); with ``offdiag`` "norms" or "full"."""
+    logits_full: Array | None = None
+    """Θ_{cc'}, (C, C, N, N); with ``offdiag="full"``."""
+    features_full: Array | None = None
+    """Θʰ_{jj'}, (d, d, N, N); with ``offdiag="full"``."""
+
+    @property
+    def logits_trace(self) -> Array:
+        """Σ_c Θ_cc, (N, N): the traced NTK."""
+        return self.logits.sum(axis=0)
+
+    @property
+    def features_trace(self) -> Array:
+        """Σ_j Θʰ_jj, (N, N): the traced feature kernel."""
+        return self.features.sum(axis=0)
+
+
+def _flat_leaves(tree: PyTree, lead: int) -> list[Array]:
+    """Leaves reshaped to (*first ``lead`` dims, p_leaf)."""
+    return [leaf.reshape(*leaf.shape[:lead], -1) for leaf in jax.tree_util.tree_leaves(tree)]
+
+
+def _sum_einsum(spec: str, xs: list[Array], ys: list[Array]) -> Array:
+    """Σ over parameter leaves of einsum(spec, x_leaf, y_leaf) at HIGHEST precision."""
+    return functools.reduce(
+        jnp.add, (jnp.einsum(spec, x, y, precision=_HIGHEST) for x, y in zip(xs, ys, strict=True))
+    )
+
+
+def _norms(blocks: Array) -> Array:
+    """Frobenius norms over the last two axes."""
+    return jnp.sqrt(jnp.sum(jnp.square(blocks), axis=(-2, -1)))
+
+
+def _block_ntk(
+    model,
+    variables: PyTree,
+    x: Array,
+    *,
+    offdiag: OffDiagonal,
+    chunk_size: int | None,
+    sample_chunk_size: int | None,
+) -> BlockNTK:
+    split = split_classifier(model, variables)
+    theta, w = split.feature_params, split.weights
+    h = split.features(theta, x)  # (N, d)
+    n, d = h.shape
+    dtype = h.dtype
+    dc = d if chunk_size is None else min(int(chunk_size), d)
+    n_chunks = -(-d // dc)
+    # Rows of the identity (padded with zero rows to n_chunks * dc): cotangents selecting neurons.
+    bases = jnp.eye(n_chunks * dc, d, dtype=dtype).reshape(n_chunks, dc, d)
+
+    def sample_rows(xi: Array, basis: Array) -> list[Array]:
+        """∂(basis · h(xi))/∂θ for one sample: leaves (dc, p)."""
+        _, vjp = jax.vjp(lambda t: split.features(t, xi[None])[0], theta)
+        (rows,) = jax.vmap(vjp)(basis)
+        return _flat_leaves(rows, 1)
+
+    def chunk_jacobian(basis: Array) -> list[Array]:
+        """Feature Jacobian rows of the chunk's neurons for all samples: leaves (N, dc, p)."""
+        if sample_chunk_size is None or sample_chunk_size >= n:
+            return jax.vmap(sample_rows, in_axes=(0, None))(x, basis)
+        return lax.map(lambda xi: sample_rows(xi, basis), x, batch_size=int(sample_chunk_size))
+
+    want_feat_off = offdiag is not OffDiagonal.NONE
+    want_full = offdiag is OffDiagonal.FULL
+
+    def feature_cross(jr: list[Array], basis_s: Array | None) -> Array:
+        js = jr if basis_s is None else chunk_jacobian(basis_s)
+        return _sum_einsum("ajp,bkp->jkab", jr, js)  # (dc, dc, N, N)
+
+    def body(g_acc, basis):
+        jr = chunk_jacobian(basis)
+        feat_diag = _sum_einsum("ajp,bjp->jab", jr, jr)  # (dc, N, N)
+        w_chunk = jnp.einsum("cj,kj->ck", w, basis, precision=_HIGHEST)  # (C, dc): W's columns
+        g_acc = [g + jnp.einsum("ck,akp->acp", w_chunk, j, precision=_HIGHEST) for g, j in zip(g_acc, jr)]
+        out = {"diag": feat_diag}
+        if want_feat_off:
+            if n_chunks == 1:
+                cross = feature_cross(jr, None)[None]  # (1, dc, dc, N, N)
+            else:
+                cross = jnp.stack([feature_cross(jr, b) for b in bases])  # (n_chunks, dc, dc, N, N)
+            out["norms"] = _norms(cross)  # (n_chunks, dc, dc)
+            if want_full:
+                out["full"] = cross
+        return g_acc, out
+
+    g0 = [jnp.zeros((n, w.shape[0], leaf.size), dtype) for leaf in jax.tree_util.tree_leaves(theta)]
+    # Fully unrolled: on XLA:CPU the rolled loop ran the same work about 7x slower (ResNet20);
+    # compile time grows with the number of chunks instead.
+    g, out = lax.scan(body, g0, bases, unroll=True)
+
+    # W and b part of Θ_cc': δ_cc' (⟨h(x), h(x')⟩ + 1).
+    head = jnp.einsum("ai,bi->ab", h, h, precision=_HIGHEST) + 1.0
+    logits = _sum_einsum("acp,bcp->cab", g, g) + head[None]
+    features = out["diag"].reshape(n_chunks * dc, n, n)[:d]
+    result = {"logits": logits, "features": features, "h": h}
+    if want_feat_off:
+        c = w.shape[0]
+        logits_full = _sum_einsum("acp,bep->ceab", g, g) + jnp.eye(c, dtype=dtype)[:, :, None, None] * head
+        result["logits_norms"] = _norms(logits_full)
+        # (r, j, s, k) -> rows j of chunk r, columns k of chunk s.
+        fn = out["norms"].transpose(0, 2, 1, 3).reshape(n_chunks * dc, n_chunks * dc)
+        result["features_norms"] = fn[:d, :d]
+        if want_full:
+            result["logits_full"] = logits_full
+            ff = out["full"].transpose(0, 2, 1, 3, 4, 5).reshape(n_chunks * dc, n_chunks * dc, n, n)
+            result["features_full"] = ff[:d, :d]
+    return BlockNTK(**result)
+
+
+def block_ntk_fn(
+    model,
+    *,
+    offdiag: OffDiagonal | str = OffDiagonal.NONE,
+    chunk_size: int | None = None,
+    sample_chunk_size: int | None = None,
+) -> Callable[[PyTree, Array], BlockNTK]:
+    """A jitted ``ntk_fn(variables, x) -> BlockNTK`` computing exact per-output NTK blocks.
+
+    Θ_cc (C, N, N) w.r.t. all parameters, Θʰ_jj (d, N, N) w.r.t. the feature extractor's, and on
+    request off-diagonal blocks or their norms; all from one feature Jacobian J (N, d, P), see the
+    module docstring for the formulas, the eval-mode caveat and the memory estimate.
+
+    Args:
+        model: a :class:`~ntklib.models.Classifier`.
+        offdiag: :class:`OffDiagonal` (or its string value) — "none", "norms" or "full".
+        chunk_size: feature neurons per Jacobian chunk (None: all d at once). Bounds the memory of
+            J to N·chunk_size·P numbers.
+        sample_chunk_size: samples per vmapped backward batch within a chunk (None: all N).
+
+    Returns:
+        ``ntk_fn(variables, x)``; x is (N, ...) in the model's input layout. Inputs and parameters
+        of dtype float64 (with ``jax_enable_x64``) give float64 kernels.
+
+    Example:
+        >>> ntk_fn = block_ntk_fn(model, offdiag="norms", chunk_size=16)   # doctest: +SKIP
+        >>> ntk = ntk_fn(variables, x)           # x: (120, 32, 32, 3)
+        >>> ntk.logits.shape                     # (10, 120, 120) Θ_cc
+        >>> ntk.features.shape                   # (64, 120, 120) Θʰ_jj for ResNet20
+    """
+    offdiag = OffDiagonal(offdiag)
+    for name, value in (("chunk_size", chunk_size), ("sample_chunk_size", sample_chunk_size)):
+        if value is not None and (int(value) != value or value < 1):
+            raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
+    jitted = jax.jit(
+        functools.partial(
+            _block_ntk, model, offdiag=offdiag, chunk_size=chunk_size, sample_chunk_size=sample_chunk_size
+        )
+    )
+
+    def ntk_fn(variables: PyTree, x: ArrayLike) -> BlockNTK:
+        with jax.default_matmul_precision("highest"):
+            return jitted(variables, jnp.asarray(x))
+
+    return ntk_fn
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_ntk_fn(model, offdiag: OffDiagonal, chunk_size, sample_chunk_size):
+    return block_ntk_fn(model, offdiag=offdiag, chunk_size=chunk_size, sample_chunk_size=sample_chunk_size)
+
+
+def block_ntk(
+    model,
+    variables: PyTree,
+    x: ArrayLike,
+    *,
+    offdiag: OffDiagonal | str = OffDiagonal.NONE,
+    chunk_size: int | None = None,
+    sample_chunk_size: int | None = None,
+) -> BlockNTK:
+    """One-shot :func:`block_ntk_fn` (the jitted function is cached per model and options)."""
+    return _cached_ntk_fn(model, OffDiagonal(offdiag), chunk_size, sample_chunk_size)(variables, x)
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelStatistics:
+    """Block statistics of the NTK (γ) and the feature kernel (κ) on one balanced batch.
+
+    γ comes from Θ_cc (averaged over the C logits), κ from Θʰ_jj (averaged over the d features);
+    see :mod:`ntklib.kernel_stats` for the exact definitions. Norms are means of Frobenius norms:
+    ``diag_norm_*`` over the diagonal blocks, ``offdiag_norm_*`` over the off-diagonal ones, so
+    ``offdiag_norm / diag_norm`` measures the departure from Assumption 3.2.
+    """
+
+    gamma: BlockKernel
+    kappa: BlockKernel
+    gamma_per_class: np.ndarray
+    """(K, 3) per-class (d, c, n) of Θ_cc, see :func:`ntklib.kernel_stats.per_class_block_statistics`."""
+    kappa_per_class: np.ndarray
+    """(K, 3) per-class (d, c, n) of Θʰ_jj."""
+    alignment_logits: float
+    """A(Σ_c Θ_cc, YᵀY)."""
+    alignment_features: float
+    """A(Σ_j Θʰ_jj, YᵀY)."""
+    block_fit_error_logits: float
+    block_fit_error_features: float
+    diag_norm_logits: float
+    offdiag_norm_logits: float
+    diag_norm_features: float
+    offdiag_norm_features: float
+    features: np.ndarray
+    """H (d, N), the batch features (eval mode)."""
+    weights: np.ndarray
+    """W (C, d)."""
+    bias: np.ndarray
+    """b (C,)."""
+    invariant: dict[str, float] | None = None
+    """:func:`ntklib.invariant.invariant_metrics` (W, H, κ) when κ is positive definite, else None."""
+
+    def as_dict(self) -> dict[str, float]:
+        """Flat scalars for a results record.
+
+        Keys: ``gamma_{d,c,n}``, ``kappa_{d,c,n}``, ``gamma_{lam0,lamc,lammax}``,
+        ``kappa_{lam0,lamc,lammax}``, ``align_ntk``, ``align_feat``, ``block_fit_ntk``,
+        ``block_fit_feat``, ``diag_norm_ntk``, ``offdiag_norm_ntk``, ``offdiag_ratio_ntk``, the same
+        three with ``_feat``, per-class values ``gamma_{d,c,n}_class{k}`` and ``kappa_..._class{k}``,
+        and the invariant metrics (prefixed ``inv_``) when available.
+        """
+        out: dict[str, float] = {}
+        for name, bk, per_class in (
+            ("gamma", self.gamma, self.gamma_per_class),
+            ("kappa", self.kappa, self.kappa_per_class),
+        ):
+            out[f"{name}_d"], out[f"{name}_c"], out[f"{name}_n"] = bk.diag, bk.same_class, bk.other_class
+            for key, value in bk.eigenvalues()._asdict().items():
+                out[f"{name}_{key}"] = float(value)
+            for k, row in enumerate(np.asarray(per_class)):
+                for j, part in enumerate("dcn"):
+                    out[f"{name}_{part}_class{k}"] = float(row[j])
+        out["align_ntk"] = self.alignment_logits
+        out["align_feat"] = self.alignment_features
+        out["block_fit_ntk"] = self.block_fit_error_logits
+        out["block_fit_feat"] = self.block_fit_error_features
+        out["diag_norm_ntk"] = self.diag_norm_logits
+        out["offdiag_norm_ntk"] = self.offdiag_norm_logits
+        out["offdiag_ratio_ntk"] = self.offdiag_norm_logits / self.diag_norm_logits
+        out["diag_norm_feat"] = self.diag_norm_features
+        out["offdiag_norm_feat"] = self.offdiag_norm_features
+        out["offdiag_ratio_feat"] = self.offdiag_norm_features / self.diag_norm_features
+        if self.invariant is not None:
+            out.update({f"inv_{key}": float(value) for key, value in self.invariant.items()})
+        return {key: float(value) for key, value in out.items()}
+
+
+def statistics_from_ntk(ntk: BlockNTK, labels: ArrayLike, weights: ArrayLike, bias: ArrayLike) -> KernelStatistics:
+    """:class:`KernelStatistics` of an already computed :class:`BlockNTK` (needs its norms)."""
+    if ntk.logits_norms is None or ntk.features_norms is None:
+        raise ValueError("ntk must be computed with offdiag='norms' or 'full' (logits_norms is None)")
+    k, m = kernel_stats.balanced_batch_sizes(labels, num_samples=ntk.logits.shape[-1])
+    sizes = {"num_classes": k, "per_class": m}
+    logits, features = np.asarray(ntk.logits), np.asarray(ntk.features)
+    gamma = kernel_stats.block_statistics(logits, **sizes)
+    kappa = kernel_stats.block_statistics(features, **sizes)
+    diag_l, off_l = kernel_stats.block_norms(ntk.logits_norms)
+    diag_f, off_f = kernel_stats.block_norms(ntk.features_norms)
+    h = np.asarray(ntk.h).T  # (d, N)
+    w = np.asarray(weights)
+    invariant = None
+    if kappa.is_positive_definite():
+        from ntklib.invariant import invariant_metrics
+
+        invariant = invariant_metrics(jnp.asarray(w, h.dtype), jnp.asarray(h), kappa)
+    return KernelStatistics(
+        gamma=gamma,
+        kappa=kappa,
+        gamma_per_class=kernel_stats.per_class_block_statistics(logits, **sizes),
+        kappa_per_class=kernel_stats.per_class_block_statistics(features, **sizes),
+        alignment_logits=kernel_stats.label_alignment(logits, **sizes),
+        alignment_features=kernel_stats.label_alignment(features, **sizes),
+        block_fit_error_logits=kernel_stats.block_fit_error(logits, **sizes),
+        block_fit_error_features=kernel_stats.block_fit_error(features, **sizes),
+        diag_norm_logits=diag_l,
+        offdiag_norm_logits=off_l,
+        diag_norm_features=diag_f,
+        offdiag_norm_features=off_f,
+        features=h,
+        weights=w,
+        bias=np.asarray(bias),
+        invariant=invariant,
+    )
+
+
+def kernel_statistics(
+    model,
+    variables: PyTree,
+    x: ArrayLike,
+    labels: ArrayLike,
+    *,
+    chunk_size: int | None = None,
+) -> KernelStatistics:
+    """All kernel metrics of SPEC §7 on one class-sorted balanced batch (the training loop's call).
+
+    Computes Θ_cc, Θʰ_jj and the norms of all blocks (:func:`block_ntk` with ``offdiag="norms"``),
+    then their exact block statistics, per-class values, label alignments, block-fit errors,
+    diagonal / off-diagonal norms, and the invariant metrics from the measured κ.
+
+    Args:
+        model: a :class:`~ntklib.models.Classifier`.
+        variables: its variables (BatchNorm running statistics are used: eval mode).
+        x: (N, ...) inputs, sorted by class, balanced.
+        labels: (N,) class labels (sorted, equal counts, at least 2 per class).
+        chunk_size: feature neurons per Jacobian chunk (memory bound, see :mod:`ntklib.ntk`).
+
+    Raises:
+        ValueError: naming ``labels`` for an unsorted or unbalanced batch, ``variables`` without a
+            features/classifier split.
+    """
+    x = jnp.asarray(x)
+    kernel_stats.balanced_batch_sizes(labels, num_samples=x.shape[0])
+    ntk = block_ntk(model, variables, x, offdiag=OffDiagonal.NORMS, chunk_size=chunk_size)
+    head = variables["params"]["classifier"]
+    return statistics_from_ntk(ntk, labels, np.asarray(head["kernel"]).T, np.asarray(head["bias"]))

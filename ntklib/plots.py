@@ -1,0 +1,181 @@
+"""Figure 2 of the paper (and its Appendix C analogues) from a results directory.
+
+Panes (our reading of the paper's figure; the extracted text lost the captions' symbols):
+
+- a–e, metrics over epochs, one line per run: (a) test accuracy, (b) NC1, (c) NC2, (d) NC3,
+  (e) alignment of WᵀW with H K_κ⁻¹ Hᵀ (1 when the invariant E vanishes, §5.2);
+- f–h, final values against the initial learning rate, one line per initialisation: NC1, NC2,
+  NC3 and test accuracy;
+- i, final ‖M Mᵀ‖, ‖H₂H₂ᵀ‖, ‖h̄ h̄ᵀ‖ (the terms of the invariant);
+- j, final label alignment of the NTK Θ and of the feature kernel Θʰ.
+
+Every function takes the tidy frame of :func:`ntklib.results.load_runs` and optional axes, so a
+notebook can draw one pane; :func:`plot_figure2` draws all of them and saves a PNG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+
+from ntklib import results
+
+CURVES = (
+    ("test_accuracy", "test accuracy", "(a) test accuracy"),
+    ("nc1", "NC1 (within-class std)", "(b) NC1"),
+    ("nc2", "NC2 (distance to simplex ETF)", "(c) NC2"),
+    ("nc3", "NC3 (distance to self-duality)", "(d) NC3"),
+    ("inv_invariant_alignment", "alignment ⟨WᵀW, HK⁻¹Hᵀ⟩", "(e) invariant alignment"),
+)
+FINALS = (
+    ("nc1", "final NC1", "(f) NC1"),
+    ("nc2", "final NC2", "(g) NC2"),
+    ("nc3", "final NC3", "(h) NC3"),
+    ("test_accuracy", "final test accuracy", "(f–h) test accuracy"),
+)
+INVARIANT_TERMS = (("inv_mmt_norm", "‖MMᵀ‖"), ("inv_h2h2t_norm", "‖H₂H₂ᵀ‖"), ("inv_mean_outer_norm", "‖h̄h̄ᵀ‖"))
+ALIGNMENTS = (("align_ntk", "NTK Θ"), ("align_feat", "feature kernel Θʰ"))
+
+
+def _pyplot():
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _legend(ax, **kwargs) -> None:
+    """A legend only when something is labelled (matplotlib warns otherwise)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**kwargs)
+
+
+def _colors(inits: Sequence[str]) -> dict[str, str]:
+    return {init: f"C{i}" for i, init in enumerate(sorted(inits))}
+
+
+def final_records(df):
+    """The last successful record of every finished run (one row per run)."""
+    ok = df[(df["status"] == "ok") & (df["run_status"] == "finished")]
+    if ok.empty:
+        return ok
+    return ok.sort_values("epoch").groupby("run_dir", as_index=False).tail(1).sort_values(["init", "lr"])
+
+
+def plot_training_curves(df, axes=None):
+    """Panes a–e: metrics over epochs, one line per run, coloured by init."""
+    if axes is None:
+        _, axes = _pyplot().subplots(1, len(CURVES), figsize=(4 * len(CURVES), 3.2))
+    colors = _colors(df["init"].unique())
+    ok = df[df["status"] == "ok"]
+    for ax, (column, ylabel, title) in zip(axes, CURVES):
+        seen = set()
+        for run, frame in ok.groupby("run_dir"):
+            if column not in frame or frame[column].isna().all():
+                continue
+            init = frame["init"].iloc[0]
+            label = init if init not in seen else None
+            seen.add(init)
+            ax.plot(frame["epoch"], frame[column], color=colors[init], alpha=0.7, label=label)
+        ax.set(xlabel="epoch", ylabel=ylabel, title=title)
+        if column.startswith("nc") and seen:
+            ax.set_yscale("log")
+        _legend(ax, title="init", fontsize="small")
+    return axes
+
+
+def plot_final_vs_lr(df, axes=None):
+    """Panes f–h: final NC1, NC2, NC3 and test accuracy against the initial learning rate."""
+    if axes is None:
+        _, axes = _pyplot().subplots(1, len(FINALS), figsize=(4 * len(FINALS), 3.2))
+    final = final_records(df)
+    colors = _colors(df["init"].unique())
+    for ax, (column, ylabel, title) in zip(axes, FINALS):
+        for init, frame in final.groupby("init"):
+            ax.plot(frame["lr"], frame[column], "o-", color=colors[init], label=init)
+        ax.set(xscale="log", xlabel="initial learning rate", ylabel=ylabel, title=title)
+        if column.startswith("nc") and not final.empty:
+            ax.set_yscale("log")
+        _legend(ax, title="init", fontsize="small")
+    return axes
+
+
+def plot_invariant_terms(df, ax=None):
+    """Pane i: final ‖MMᵀ‖, ‖H₂H₂ᵀ‖, ‖h̄h̄ᵀ‖ against the learning rate (marker per term)."""
+    if ax is None:
+        _, ax = _pyplot().subplots(figsize=(4.5, 3.2))
+    final = final_records(df)
+    colors = _colors(df["init"].unique())
+    for (column, name), marker in zip(INVARIANT_TERMS, "os^"):
+        if column not in final:
+            continue
+        for init, frame in final.groupby("init"):
+            ax.plot(frame["lr"], frame[column], marker=marker, ls="-", color=colors[init], label=f"{name}, {init}")
+    ax.set(xscale="log", yscale="log", xlabel="initial learning rate", ylabel="Frobenius norm",
+           title="(i) invariant terms at the end")
+    _legend(ax, fontsize="x-small")
+    return ax
+
+
+def plot_final_alignment(df, ax=None):
+    """Pane j: final label alignment A(Θ, YᵀY) and A(Θʰ, YᵀY) against the learning rate."""
+    if ax is None:
+        _, ax = _pyplot().subplots(figsize=(4.5, 3.2))
+    final = final_records(df)
+    colors = _colors(df["init"].unique())
+    for (column, name), ls in zip(ALIGNMENTS, ("-", "--")):
+        if column not in final:
+            continue
+        for init, frame in final.groupby("init"):
+            ax.plot(frame["lr"], frame[column], marker="o", ls=ls, color=colors[init], label=f"{name}, {init}")
+    ax.set(xscale="log", xlabel="initial learning rate", ylabel="alignment with YᵀY",
+           title="(j) kernel alignment at the end")
+    _legend(ax, fontsize="x-small")
+    return ax
+
+
+def plot_figure2(runs, path: str | Path | None = None, *, title: str | None = None):
+    """All panes a–j in one figure; ``runs`` is a results root or a :func:`results.load_runs`
+    frame. Saves a PNG to ``path`` when given. Returns the figure."""
+    plt = _pyplot()
+    df = results.load_runs(runs) if isinstance(runs, (str, Path)) else runs
+    if df.empty:
+        raise ValueError(f"no runs with records in {runs!r}")
+    fig, axes = plt.subplots(3, 5, figsize=(21, 11), constrained_layout=True)
+    plot_training_curves(df, axes[0])
+    plot_final_vs_lr(df, axes[1, :4])
+    plot_invariant_terms(df, axes[1, 4])
+    plot_final_alignment(df, axes[2, 0])
+    for ax in axes[2, 1:]:
+        ax.set_axis_off()
+    if title is None:
+        first = df.iloc[0]
+        title = f"{first.get('arch', '')} on {first.get('dataset', '')}: {df['run_dir'].nunique()} runs"
+    fig.suptitle(title)
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
+    return fig
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m ntklib.experiment plot RESULTS_DIR --out FIGURE.png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    parser = argparse.ArgumentParser(prog="python -m ntklib.experiment plot", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("results_dir", help="a run or sweep directory")
+    parser.add_argument("--out", required=True, help="PNG file to write")
+    parser.add_argument("--title")
+    args = parser.parse_args(argv)
+    fig = plot_figure2(args.results_dir, args.out, title=args.title)
+    _pyplot().close(fig)
+    print(args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""Run directories: metrics as JSON lines, config, status and checkpoints, all written atomically.
+
+One run lives in one directory::
+
+    config.json      the TrainConfig and the environment (jax/flax versions, device kind)
+    metrics.jsonl    one tidy record per evaluation (epoch, losses, accuracies, NC, kernel, invariant)
+    status.json      {"status": "running" | "finished" | "diverged", "epoch": ...}
+    checkpoint.msgpack, checkpoint.json   the last training state and its epoch (for resuming)
+
+Every write goes to a temporary file in the same directory, is flushed and fsynced, and replaces
+the target with :func:`os.replace` — a killed run leaves either the old or the new file, never a
+half-written one. ``metrics.jsonl`` loads with ``pandas.read_json(path, lines=True)``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import tempfile
+from pathlib import Path
+from typing import Any
+
+METRICS_FILE = "metrics.jsonl"
+CONFIG_FILE = "config.json"
+STATUS_FILE = "status.json"
+CHECKPOINT_FILE = "checkpoint.msgpack"
+CHECKPOINT_META_FILE = "checkpoint.json"
+
+
+def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:
+    """Write ``data`` to ``path`` via a fsynced temporary file in the same directory + os.replace."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = data.encode() if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe value: numpy/jax scalars to Python, non-finite floats to None."""
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def write_json(path: str | os.PathLike, obj: dict) -> None:
+    """Atomically write ``obj`` as indented JSON."""
+    write_atomic(path, json.dumps(_clean(obj), indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> dict | None:
+    """The JSON object at ``path``, or None if the file does not exist."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    return json.loads(path.read_text())
+
+
+def read_records(run_dir: str | os.PathLike) -> list[dict]:
+    """All metric records of a run, oldest first ([] when there are none)."""
+    path = Path(run_dir) / METRICS_FILE
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def write_records(run_dir: str | os.PathLike, records: list[dict]) -> None:
+    """Atomically replace the run's metrics file with ``records`` (one JSON object per line)."""
+    lines = "".join(json.dumps(_clean(r), sort_keys=True) + "\n" for r in records)
+    write_atomic(Path(run_dir) / METRICS_FILE, lines)
+
+
+def append_record(run_dir: str | os.PathLike, record: dict) -> None:
+    """Append one record by rewriting the file atomically (runs hold a few hundred records)."""
+    write_records(run_dir, [*read_records(run_dir), record])
+
+
+def read_status(run_dir: str | os.PathLike) -> str | None:
+    """"running", "finished", "diverged" or None (never started)."""
+    status = read_json(Path(run_dir) / STATUS_FILE)
+    return None if status is None else status.get("status")
+
+
+def write_status(run_dir: str | os.PathLike, status: str, **extra: Any) -> None:
+    """Atomically record the run's status."""
+    write_json(Path(run_dir) / STATUS_FILE, {"status": status, **extra})
+
+
+def environment() -> dict[str, Any]:
+    """Versions and device of this process, for config.json."""
+    import flax
+    import jax
+    import optax
+
+    device = jax.devices()[0]
+    return {
+        "jax": jax.__version__,
+        "flax": flax.__version__,
+        "optax": optax.__version__,
+        "python": platform.python_version(),
+        "platform": device.platform,
+        "device_kind": device.device_kind,
+        "device_count": jax.device_count(),
+        "hostname": platform.node(),
+    }
+
+
+def load_runs(root: str | os.PathLike):
+    """Every run under ``root`` (any depth) as one tidy pandas DataFrame.
+
+    Each row is one metrics record, joined with its run's config (``arch``, ``dataset``, ``init``,
+    ``lr``, ...), its final ``run_status`` and ``run_dir``. Runs without records are skipped.
+    """
+    import pandas as pd
+
+    frames = []
+    for config_path in sorted(Path(root).rglob(CONFIG_FILE)):
+        run_dir = config_path.parent
+        records = read_records(run_dir)
+        if not records:
+            continue
+        config = (read_json(config_path) or {}).get("config", {})
+        frame = pd.DataFrame.from_records(records)
+        for key, value in config.items():
+            if key not in frame.columns and not isinstance(value, (dict, list)):
+                frame[key] = value
+        frame["run_status"] = read_status(run_dir)
+        frame["run_dir"] = str(run_dir)
+        frames.append(frame)
+    if not frames:
+        return pd.DataFrame()
+    return pd.concat(frames, ignore_index=True)

@@ -1,0 +1,57 @@
+"""Command line: one run, a sweep that skips finished runs and survives divergence, Figure 2."""
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+
+from ntklib import experiment, results
+from ntklib.sweep import learning_rates, run_dir
+
+TINY = ["--tiny", "--no-kernel-metrics", "--no-progress"]
+
+
+def test_cli_single_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert experiment.main([*TINY, "--arch", "mlp", "--dataset", "digits", "--init", "torch", "--lr", "0.05",
+                            "--epochs", "2", "--eval-every", "1", "--seed", "3", "--out", str(out)]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["status"] == "finished" and summary["epoch"] == 2
+    config = results.read_json(out / results.CONFIG_FILE)["config"]
+    assert (config["init"], config["lr"], config["seed"], config["kernel_metrics"]) == ("torch", 0.05, 3, False)
+    assert len(pd.read_json(out / results.METRICS_FILE, lines=True)) == 3
+
+
+def test_learning_rates_are_the_papers_grid():
+    lrs = learning_rates()
+    assert len(lrs) == 30 and lrs[0] == 1e-4 and abs(lrs[-1] - 10**0.25) < 1e-12
+    assert learning_rates(largest=20) == lrs[-20:]
+
+
+def test_sweep_skips_finished_and_survives_divergence_then_plots(tmp_path, capsys):
+    root = tmp_path / "sweep"
+    argv = ["sweep", *TINY, "--lrs", "1e6", "0.05", "--inits", "flax", "torch", "--out", str(root)]
+    assert experiment.main(argv) == 0
+    entries = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    status = {(e["init"], e["lr"]): e["status"] for e in entries}
+    assert status == {("flax", 1e6): "diverged", ("flax", 0.05): "finished",
+                      ("torch", 1e6): "diverged", ("torch", 0.05): "finished"}
+    assert not any(e["skipped"] for e in entries)
+    assert results.read_status(run_dir(root, "flax", 1e6)) == "diverged"
+
+    assert experiment.main(argv) == 0  # everything is done: all skipped
+    entries = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert all(e["skipped"] for e in entries) and len(entries) == 4
+
+    frame = results.load_runs(root)
+    assert set(frame["init"]) == {"flax", "torch"} and set(frame["run_status"]) == {"finished", "diverged"}
+
+    png = tmp_path / "figure2.png"
+    assert experiment.main(["plot", str(root), "--out", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_module_entry_point_help():
+    done = subprocess.run([sys.executable, "-m", "ntklib.experiment", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and "--arch" in done.stdout and "sweep" in done.stdout

@@ -1,0 +1,175 @@
+"""Training loop: protocol pieces, records, reproducibility, resume, divergence, kernel metrics."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+
+from ntklib import results
+from ntklib.data import load_dataset
+from ntklib.train import (
+    TrainConfig,
+    compute_loss,
+    create_learning_rate_schedule,
+    create_optimizer,
+    train_and_evaluate,
+)
+
+TIMING = ("epoch_seconds", "metrics_seconds")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+def strip_timing(records):
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in records]
+
+
+def test_config_variants():
+    default = TrainConfig()
+    assert (default.arch, default.dataset, default.batch_size, default.epochs, default.eval_every) == (
+        "resnet20", "mnist", 120, 400, 2)
+    assert (default.momentum, default.nesterov, default.weight_decay, default.loss) == (0.9, True, 5e-4, "mse")
+    assert default.decay_every_epochs == 120
+    assert TrainConfig(epochs=40).decay_every_epochs == 12
+    assert TrainConfig(epochs=1).decay_every_epochs == 1
+    assert TrainConfig(arch="vgg11").input_size == 32 and TrainConfig().input_size is None
+    tiny = TrainConfig.tiny(lr=0.3)
+    assert tiny.dataset == "digits" and tiny.lr == 0.3 and tiny.replace(seed=3).seed == 3
+    with pytest.raises(ValueError, match="loss"):
+        TrainConfig(loss="hinge")
+    assert TrainConfig(arch="vgg16").ntk_settings == (4, 8)  # the paper's 40-sample NTK for VGG
+    assert TrainConfig().ntk_settings == (None, None)  # whole batch of 120
+    assert TrainConfig(arch="vgg11", ntk_per_class=12, ntk_chunk_size=2).ntk_settings == (12, 2)
+
+
+def test_mse_is_the_released_codes_mean():
+    logits = jnp.array([[1.0, 0.0, 0.5], [0.0, 2.0, 0.0]])
+    labels = jnp.array([0, 2])
+    y = np.eye(3)[[0, 2]]
+    assert float(compute_loss(logits, labels, "mse")) == pytest.approx(np.mean(0.5 * (np.asarray(logits) - y) ** 2))
+    ce = -np.mean(np.log(jax.nn.softmax(logits)[np.arange(2), [0, 2]]))
+    assert float(compute_loss(logits, labels, "ce")) == pytest.approx(float(ce), rel=1e-5)
+
+
+def test_schedule_and_weight_decay_mask():
+    config = TrainConfig(lr=0.5, epochs=40)  # decay every 12 epochs
+    schedule = create_learning_rate_schedule(config, steps_per_epoch=10)
+    assert float(schedule(0)) == pytest.approx(0.5)
+    assert float(schedule(119)) == pytest.approx(0.5)
+    assert float(schedule(120)) == pytest.approx(0.05)
+    assert float(schedule(245)) == pytest.approx(0.005)
+    # with zero gradients only the decay acts, and only on tensors of rank > 1
+    tx = create_optimizer(config, steps_per_epoch=10)
+    params = {"kernel": jnp.ones((2, 3), jnp.float32), "bias": jnp.ones((3,), jnp.float32)}
+    updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
+    # Nesterov: the first update is (1 + momentum) · wd · w, times −lr in train_step
+    np.testing.assert_allclose(updates["kernel"], -1.9 * 5e-4 * np.ones((2, 3)), rtol=1e-6)
+    np.testing.assert_array_equal(updates["bias"], 0.0)
+
+
+def test_tiny_run_writes_tidy_records(tmp_path, digits):
+    config = TrainConfig.tiny(kernel_metrics=False)
+    result = train_and_evaluate(config, tmp_path, dataset=digits, progress=False)
+    assert result.status == "finished"
+    assert [r["epoch"] for r in result.records] == [0, 1, 2]
+    frame = pd.read_json(tmp_path / results.METRICS_FILE, lines=True)
+    assert list(frame["epoch"]) == [0, 1, 2]
+    for column in ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "current_lr",
+                   "nc1", "nc1_trace", "nc2", "nc3", "nc4"):
+        assert frame[column].notna().all(), column
+    assert frame["test_accuracy"].iloc[-1] > 0.5  # learns the digits
+    saved = json.loads((tmp_path / results.CONFIG_FILE).read_text())
+    assert saved["config"]["arch"] == "mlp" and saved["environment"]["jax"] == jax.__version__
+    assert "device_kind" in saved["environment"]
+    assert results.read_status(tmp_path) == "finished"
+    assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temporary files
+    # a finished directory is returned as is; a different config there is refused
+    again = train_and_evaluate(config, tmp_path, dataset=digits, progress=False)
+    assert again.records == result.records
+    with pytest.raises(ValueError, match="different config"):
+        train_and_evaluate(config.replace(lr=0.2), tmp_path, dataset=digits, progress=False)
+
+
+def test_same_seed_same_metrics(digits):
+    config = TrainConfig.tiny(kernel_metrics=False)
+    a = train_and_evaluate(config, dataset=digits, progress=False)
+    b = train_and_evaluate(config, dataset=digits, progress=False)
+    assert strip_timing(a.records) == strip_timing(b.records)
+    c = train_and_evaluate(config.replace(seed=1), dataset=digits, progress=False)
+    assert strip_timing(c.records) != strip_timing(a.records)
+
+
+@pytest.mark.parametrize("eval_every", [1, 2])
+def test_interrupted_run_resumes_to_the_same_metrics(tmp_path, digits, eval_every):
+    config = TrainConfig.tiny(epochs=3, eval_every=eval_every, kernel_metrics=False)
+    full = train_and_evaluate(config, tmp_path / "full", dataset=digits, progress=False)
+    first = train_and_evaluate(config, tmp_path / "split", dataset=digits, progress=False, max_epochs_this_call=1)
+    assert first.status == "running" and results.read_status(tmp_path / "split") == "running"
+    assert (tmp_path / "split" / results.CHECKPOINT_FILE).exists()
+    resumed = train_and_evaluate(config, tmp_path / "split", dataset=digits, progress=False)
+    assert resumed.status == "finished"
+    on_disk = results.read_records(tmp_path / "split")
+    assert [r["epoch"] for r in on_disk] == [r["epoch"] for r in full.records]
+    assert strip_timing(on_disk) == strip_timing(full.records)
+    np.testing.assert_array_equal(
+        jax.tree.leaves(resumed.state.params)[0], jax.tree.leaves(full.state.params)[0])
+
+
+def test_resume_drops_records_after_the_checkpoint(tmp_path, digits):
+    """A run killed between writing a record and its checkpoint must not duplicate records."""
+    config = TrainConfig.tiny(epochs=2, kernel_metrics=False)
+    train_and_evaluate(config, tmp_path, dataset=digits, progress=False, max_epochs_this_call=1)
+    records = results.read_records(tmp_path)
+    results.write_records(tmp_path, [*records, {**records[-1], "epoch": 2}])  # a stray later record
+    train_and_evaluate(config, tmp_path, dataset=digits, progress=False)
+    assert [r["epoch"] for r in results.read_records(tmp_path)] == [0, 1, 2]
+
+
+def test_divergence_is_recorded_not_raised(tmp_path, digits):
+    config = TrainConfig.tiny(lr=1e6, kernel_metrics=False)
+    result = train_and_evaluate(config, tmp_path, dataset=digits, progress=False)
+    assert result.status == "diverged"
+    assert result.records[-1]["status"] == "diverged"
+    assert results.read_status(tmp_path) == "diverged"
+    frame = pd.read_json(tmp_path / results.METRICS_FILE, lines=True)
+    assert frame["status"].iloc[-1] == "diverged"
+
+
+def test_kernel_and_invariant_metrics_are_recorded(digits):
+    config = TrainConfig.tiny(epochs=1, kernel_metrics=True)
+    record = train_and_evaluate(config, dataset=digits, progress=False).records[-1]
+    for key in ("gamma_d", "gamma_c", "gamma_n", "kappa_d", "kappa_c", "kappa_n", "align_ntk", "align_feat",
+                "offdiag_ratio_ntk"):
+        assert np.isfinite(record[key]), key
+    assert record["gamma_lam0"] == pytest.approx(record["gamma_d"] - record["gamma_c"])
+    if record["kappa_lam0"] > 0 and record["kappa_lamc"] > 0 and record["kappa_lammax"] > 0:
+        assert np.isfinite(record["inv_invariant_norm"]) and 0 < record["inv_mmt_norm"]
+
+
+def test_resnet20_trains_on_digits(digits):
+    """The paper's ResNet20 on 8×8 digits: one epoch of the real architecture."""
+    config = TrainConfig.tiny(arch="resnet20", epochs=1, kernel_metrics=False, lr=0.05)
+    result = train_and_evaluate(config, dataset=digits, progress=False)
+    assert result.status == "finished"
+    assert result.records[-1]["train_loss"] < result.records[0]["train_loss"]
+
+
+def test_scan_and_loop_epochs_agree(digits):
+    """One jitted lax.scan per epoch and a Python loop of jitted steps compute the same run."""
+    scan = train_and_evaluate(TrainConfig.tiny(kernel_metrics=False, epoch_mode="scan"), dataset=digits, progress=False)
+    loop = train_and_evaluate(TrainConfig.tiny(kernel_metrics=False, epoch_mode="loop"), dataset=digits, progress=False)
+    for a, b in zip(strip_timing(scan.records), strip_timing(loop.records)):
+        assert a.keys() == b.keys()
+        for key in a:
+            if isinstance(a[key], float):
+                assert a[key] == pytest.approx(b[key], rel=1e-3, abs=1e-5), key
+            else:
+                assert a[key] == b[key], key
+    with pytest.raises(ValueError, match="epoch_mode"):
+        TrainConfig(epoch_mode="pmap")
