@@ -2,10 +2,25 @@
 
 Modules, one per concept of the paper:
 
-- :mod:`ntklib.block_kernel`  block-structured kernels, their eigenvalues and projectors (§3).
-- :mod:`ntklib.dynamics`      residual flow (§4.1), Theorem 4.1 and 5.1 flows, ODE integration.
-- :mod:`ntklib.invariant`     the invariant E (§5.2) and the decomposition H = M Y + H₂ V₂ᵀ.
-- :mod:`ntklib.collapse`      neural-collapse metrics NC1–NC4 (§2.1, App. B.4).
+Theory (§3–§5, Appendix B)
+    - :mod:`ntklib.block_kernel`  block-structured kernels, their eigenvalues and projectors (§3).
+    - :mod:`ntklib.dynamics`      residual flow (§4.1), Theorem 4.1 and 5.1 flows, ODE integration.
+    - :mod:`ntklib.invariant`     the invariant E (§5.2) and the decomposition H = M Y + H₂ V₂ᵀ.
+    - :mod:`ntklib.collapse`      neural-collapse metrics NC1–NC4 (§2.1, App. B.4).
+
+Empirical NTK (§2.2, §3)
+    - :mod:`ntklib.ntk`           exact per-output NTK blocks of Flax classifiers, kernel statistics.
+    - :mod:`ntklib.kernel_stats`  block statistics, block-fit error and label alignment of kernels.
+
+Experiments (§6, Appendix C)
+    - :mod:`ntklib.models`        VGG11/16, ResNet20, DenseNet40 as feature extractor + linear head.
+    - :mod:`ntklib.data`          balanced batches of digits (embedded), MNIST, FashionMNIST, CIFAR-10.
+    - :mod:`ntklib.train`         the paper's training protocol and its metrics.
+    - :mod:`ntklib.results`       atomic result files, loading runs into pandas.
+    - :mod:`ntklib.sweep`         learning-rate × init sweeps.
+    - :mod:`ntklib.plots`         the panes of the paper's Figure 2.
+    - :mod:`ntklib.experiment`    the command line (``python -m ntklib.experiment``).
+    - :mod:`ntklib.scale`         the book's scale switch.
 """
 
 __version__ = "0.1.0"

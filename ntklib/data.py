@@ -18,7 +18,8 @@ Datasets:
 - ``"mnist"``, ``"fashion_mnist"``, ``"cifar10"``: read with ``tfds.data_source`` from
   ArrayRecord files, which needs ``tensorflow-datasets`` but not TensorFlow. Preparing the files
   the first time (download and conversion) does need TensorFlow: ``pip install ntklib[prepare]``
-  and ``tfds build mnist`` once, or copy a prepared ``data_dir``. The decoded arrays are cached as
+  and ``tfds build mnist --file_format=array_record`` once (``tfds.data_source`` also prepares a
+  missing dataset itself when TensorFlow is installed, as on Colab), or copy a prepared ``data_dir``. The decoded arrays are cached as
   ``.npz`` beside the tfds files so later runs start in seconds.
 
 Image sizes: ``image_size=None`` keeps the native size (28×28 for MNIST/FashionMNIST, 32×32 for

@@ -27,14 +27,13 @@ import json
 import sys
 from collections.abc import Sequence
 
+from ntklib.data import DATASETS
+from ntklib.models import ARCHS, INITS
 from ntklib.train import TrainConfig
 
 
 def add_config_flags(parser: argparse.ArgumentParser, *, with_lr: bool = True) -> None:
     """Flags that override fields of :class:`~ntklib.train.TrainConfig` (None: keep the base)."""
-    from ntklib.data import DATASETS
-    from ntklib.models import ARCHS, INITS
-
     parser.add_argument("--tiny", action="store_true", help="start from TrainConfig.tiny() (CPU, seconds)")
     parser.add_argument("--arch", choices=ARCHS)
     parser.add_argument("--dataset", choices=DATASETS)

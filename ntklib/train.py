@@ -39,7 +39,7 @@ import numpy as np
 import optax
 from flax.training import train_state
 
-from ntklib import results
+from ntklib import collapse, ntk, results
 from ntklib.data import Dataset, balanced_batches, default_image_size, load_dataset, per_class_batch, steps_per_epoch
 from ntklib.models import Classifier, build_model
 
@@ -372,8 +372,6 @@ def extract_features(model: Classifier, variables: dict, images: jax.Array) -> j
 def collapse_metrics(weights: jax.Array, bias: jax.Array, features: jax.Array, labels: jax.Array) -> dict[str, float]:
     """NC1 (paper's std form ``nc1`` and trace form ``nc1_trace``), ``nc2``, ``nc3``, ``nc4`` of
     W (K, d), b (K,), H (d, N) and labels (N,) (:mod:`ntklib.collapse`)."""
-    from ntklib import collapse
-
     values = {
         "nc1": collapse.nc1_within_class_std(features, labels),
         "nc1_trace": collapse.nc1_trace(features, labels),
@@ -392,8 +390,6 @@ def kernel_metrics(
     :func:`ntklib.ntk.kernel_statistics` (keys ``gamma_*``, ``kappa_*``, ``align_*``,
     ``block_fit_*``, ``*_norm_*`` and ``inv_*`` from :func:`ntklib.invariant.invariant_metrics`,
     present when the measured K_κ is positive definite)."""
-    from ntklib import ntk
-
     stats = ntk.kernel_statistics(model, variables, images, labels, chunk_size=chunk_size)
     return stats.as_dict()
 
