@@ -65,6 +65,7 @@ from numpy.typing import ArrayLike
 
 from ntklib import kernel_stats
 from ntklib.block_kernel import BlockKernel
+from ntklib.invariant import invariant_metrics
 
 __all__ = [
     "OffDiagonal",
@@ -87,6 +88,9 @@ class OffDiagonal(str, enum.Enum):
 
     NONE = "none"
     """Only the diagonal blocks Θ_cc and Θʰ_jj (the cheapest; what the block statistics need)."""
+    LOGITS = "logits"
+    """Also the full logit blocks Θ_{cc'} (C, C, N, N) and their norms, but no feature cross-blocks
+    (cheap: C²N²P flops, against d²N²P for the feature cross-blocks)."""
     NORMS = "norms"
     """Also the Frobenius norms ‖Θ_{cc'}‖_F (C, C) and ‖Θʰ_{jj'}‖_F (d, d)."""
     FULL = "full"
@@ -161,11 +165,11 @@ class BlockNTK(NamedTuple):
     h: Array
     """Batch features, (N, d) (row i = h(x_i)); transpose for the paper's H (d, N)."""
     logits_norms: Array | None = None
-    """‖Θ_{cc'}‖_F, (C, C); with ``offdiag`` "norms" or "full"."""
+    """‖Θ_{cc'}‖_F, (C, C); with ``offdiag`` "logits", "norms" or "full"."""
     features_norms: Array | None = None
     """‖Θʰ_{jj'}‖_F, (d, d); with ``offdiag`` "norms" or "full"."""
     logits_full: Array | None = None
-    """Θ_{cc'}, (C, C, N, N); with ``offdiag="full"``."""
+    """Θ_{cc'}, (C, C, N, N); with ``offdiag`` "logits" or "full"."""
     features_full: Array | None = None
     """Θʰ_{jj'}, (d, d, N, N); with ``offdiag="full"``."""
 
@@ -228,7 +232,8 @@ def _block_ntk(
             return jax.vmap(sample_rows, in_axes=(0, None))(x, basis)
         return lax.map(lambda xi: sample_rows(xi, basis), x, batch_size=int(sample_chunk_size))
 
-    want_feat_off = offdiag is not OffDiagonal.NONE
+    want_logit_off = offdiag is not OffDiagonal.NONE
+    want_feat_off = offdiag in (OffDiagonal.NORMS, OffDiagonal.FULL)
     want_full = offdiag is OffDiagonal.FULL
 
     def feature_cross(jr: list[Array], basis_s: Array | None) -> Array:
@@ -261,10 +266,13 @@ def _block_ntk(
     logits = _sum_einsum("acp,bcp->cab", g, g) + head[None]
     features = out["diag"].reshape(n_chunks * dc, n, n)[:d]
     result = {"logits": logits, "features": features, "h": h}
-    if want_feat_off:
+    if want_logit_off:
         c = w.shape[0]
         logits_full = _sum_einsum("acp,bep->ceab", g, g) + jnp.eye(c, dtype=dtype)[:, :, None, None] * head
         result["logits_norms"] = _norms(logits_full)
+        if offdiag is OffDiagonal.LOGITS:
+            result["logits_full"] = logits_full
+    if want_feat_off:
         # (r, j, s, k) -> rows j of chunk r, columns k of chunk s.
         fn = out["norms"].transpose(0, 2, 1, 3).reshape(n_chunks * dc, n_chunks * dc)
         result["features_norms"] = fn[:d, :d]
@@ -290,7 +298,7 @@ def block_ntk_fn(
 
     Args:
         model: a :class:`~ntklib.models.Classifier`.
-        offdiag: :class:`OffDiagonal` (or its string value) — "none", "norms" or "full".
+        offdiag: :class:`OffDiagonal` (or its string value) — "none", "logits", "norms" or "full".
         chunk_size: feature neurons per Jacobian chunk (None: all d at once). Bounds the memory of
             J to N·chunk_size·P numbers.
         sample_chunk_size: samples per vmapped backward batch within a chunk (None: all N).
@@ -425,8 +433,6 @@ def statistics_from_ntk(ntk: BlockNTK, labels: ArrayLike, weights: ArrayLike, bi
     w = np.asarray(weights)
     invariant = None
     if kappa.is_positive_definite():
-        from ntklib.invariant import invariant_metrics
-
         invariant = invariant_metrics(jnp.asarray(w, h.dtype), jnp.asarray(h), kappa)
     return KernelStatistics(
         gamma=gamma,

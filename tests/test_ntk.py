@@ -155,6 +155,15 @@ def test_offdiag_none_returns_only_diagonal_blocks():
     np.testing.assert_allclose(ntk.logits, block_ntk(model, variables, x, offdiag="full").logits, rtol=1e-13)
 
 
+def test_offdiag_logits_returns_logit_blocks_without_feature_cross_blocks():
+    model, variables, x = _setup(*CASES[1])
+    full = block_ntk(model, variables, x, offdiag="full")
+    ntk = block_ntk(model, variables, x, offdiag="logits")
+    assert ntk.features_norms is None and ntk.features_full is None
+    for name in ("logits", "features", "logits_norms", "logits_full"):
+        np.testing.assert_allclose(getattr(ntk, name), getattr(full, name), rtol=1e-12, err_msg=name)
+
+
 def test_eval_mode_uses_running_statistics():
     model, variables, x = _setup(*CASES[2])
     split = split_classifier(model, variables)
