@@ -45,6 +45,12 @@ def _sizes(features: Array, kernel: BlockKernel) -> None:
         )
 
 
+def _label_and_within_bases(num_classes: int, per_class: int, basis: Array | None, dtype):
+    """Y = I_K ⊗ 1_mᵀ (K, N) and V₂ = I_K ⊗ Q (N, K(m − 1))."""
+    q = within_class_basis(per_class, dtype) if basis is None else basis
+    return one_hot_labels(num_classes, per_class, dtype), jnp.kron(jnp.eye(num_classes, dtype=dtype), q)
+
+
 def decompose_features(features: Array, num_classes: int, per_class: int, basis: Array | None = None):
     """Split H (d, N) into class means M (d, K) and the within-class part H₂ (d, K(m − 1)).
 
@@ -56,18 +62,13 @@ def decompose_features(features: Array, num_classes: int, per_class: int, basis:
     Returns:
         (M, H₂) with H = M Y + H₂ V₂ᵀ.
     """
-    q = within_class_basis(per_class, features.dtype) if basis is None else basis
-    y = one_hot_labels(num_classes, per_class, features.dtype)
-    v2 = jnp.kron(jnp.eye(num_classes, dtype=features.dtype), q)
+    y, v2 = _label_and_within_bases(num_classes, per_class, basis, features.dtype)
     return features @ y.T / per_class, features @ v2
 
 
 def compose_features(class_means: Array, within: Array, per_class: int, basis: Array | None = None) -> Array:
     """The inverse of :func:`decompose_features`: H = M Y + H₂ V₂ᵀ, shape (d, K m)."""
-    num_classes = class_means.shape[1]
-    q = within_class_basis(per_class, class_means.dtype) if basis is None else basis
-    y = one_hot_labels(num_classes, per_class, class_means.dtype)
-    v2 = jnp.kron(jnp.eye(num_classes, dtype=class_means.dtype), q)
+    y, v2 = _label_and_within_bases(class_means.shape[1], per_class, basis, class_means.dtype)
     return class_means @ y + within @ v2.T
 
 
