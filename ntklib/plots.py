@@ -102,38 +102,37 @@ def plot_final_vs_lr(df, axes=None):
     return axes
 
 
-def plot_invariant_terms(df, ax=None):
-    """Pane i: final ‖MMᵀ‖, ‖H₂H₂ᵀ‖, ‖h̄h̄ᵀ‖ against the learning rate (marker per term)."""
+def _plot_final_series(df, ax, series, styles, *, ylabel: str, title: str, log_y: bool):
+    """Final value of every (column, name) in ``series`` against the learning rate, one line per
+    (series, init); ``styles`` gives each series its matplotlib keyword arguments."""
     if ax is None:
         _, ax = _pyplot().subplots(figsize=(4.5, 3.2))
     final = final_records(df)
     colors = _colors(df["init"].unique())
-    for (column, name), marker in zip(INVARIANT_TERMS, "os^"):
+    for (column, name), style in zip(series, styles):
         if column not in final:
             continue
         for init, frame in final.groupby("init"):
-            ax.plot(frame["lr"], frame[column], marker=marker, ls="-", color=colors[init], label=f"{name}, {init}")
-    ax.set(xscale="log", yscale="log", xlabel="initial learning rate", ylabel="Frobenius norm",
-           title="(i) invariant terms at the end")
+            ax.plot(frame["lr"], frame[column], color=colors[init], label=f"{name}, {init}", **style)
+    ax.set(xscale="log", xlabel="initial learning rate", ylabel=ylabel, title=title)
+    if log_y:
+        ax.set_yscale("log")
     _legend(ax, fontsize="x-small")
     return ax
+
+
+def plot_invariant_terms(df, ax=None):
+    """Pane i: final ‖MMᵀ‖, ‖H₂H₂ᵀ‖, ‖h̄h̄ᵀ‖ against the learning rate (marker per term)."""
+    styles = [dict(marker=marker, ls="-") for marker in "os^"]
+    return _plot_final_series(df, ax, INVARIANT_TERMS, styles, ylabel="Frobenius norm",
+                              title="(i) invariant terms at the end", log_y=True)
 
 
 def plot_final_alignment(df, ax=None):
     """Pane j: final label alignment A(Θ, YᵀY) and A(Θʰ, YᵀY) against the learning rate."""
-    if ax is None:
-        _, ax = _pyplot().subplots(figsize=(4.5, 3.2))
-    final = final_records(df)
-    colors = _colors(df["init"].unique())
-    for (column, name), ls in zip(ALIGNMENTS, ("-", "--")):
-        if column not in final:
-            continue
-        for init, frame in final.groupby("init"):
-            ax.plot(frame["lr"], frame[column], marker="o", ls=ls, color=colors[init], label=f"{name}, {init}")
-    ax.set(xscale="log", xlabel="initial learning rate", ylabel="alignment with YᵀY",
-           title="(j) kernel alignment at the end")
-    _legend(ax, fontsize="x-small")
-    return ax
+    styles = [dict(marker="o", ls=ls) for ls in ("-", "--")]
+    return _plot_final_series(df, ax, ALIGNMENTS, styles, ylabel="alignment with YᵀY",
+                              title="(j) kernel alignment at the end", log_y=False)
 
 
 def plot_figure2(runs, path: str | Path | None = None, *, title: str | None = None):
