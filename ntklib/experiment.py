@@ -29,6 +29,7 @@ from collections.abc import Sequence
 
 from ntklib.data import DATASETS
 from ntklib.models import ARCHS, INITS
+from ntklib.ntk import OffDiagonal
 from ntklib.train import TrainConfig
 
 
@@ -54,6 +55,8 @@ def add_config_flags(parser: argparse.ArgumentParser, *, with_lr: bool = True) -
                         help="skip the NTK statistics and invariant metrics")
     parser.add_argument("--ntk-per-class", type=int, help="samples per class for the NTK (default: whole batch)")
     parser.add_argument("--ntk-chunk-size", type=int, help="feature neurons per Jacobian chunk")
+    parser.add_argument("--ntk-offdiag", choices=[mode.value for mode in OffDiagonal],
+                        help="off-diagonal block norms to record (default: logits; norms adds the feature kernel's)")
     parser.add_argument("--epoch-mode", choices=("auto", "scan", "loop"),
                         help="one jitted lax.scan per epoch, or a Python loop of jitted steps (auto: loop on CPU)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no tqdm bar")
@@ -61,7 +64,7 @@ def add_config_flags(parser: argparse.ArgumentParser, *, with_lr: bool = True) -
 
 _FIELDS = ("arch", "dataset", "init", "lr", "epochs", "batch_size", "loss", "momentum", "weight_decay",
            "eval_every", "seed", "data_dir", "image_size", "eval_batch_size", "kernel_metrics",
-           "ntk_per_class", "ntk_chunk_size", "epoch_mode")
+           "ntk_per_class", "ntk_chunk_size", "ntk_offdiag", "epoch_mode")
 
 
 def config_from_flags(args: argparse.Namespace) -> TrainConfig:

@@ -77,6 +77,9 @@ class TrainConfig:
             choice, 4 for VGG (its Jacobians are too large) and the whole batch otherwise.
         ntk_chunk_size: feature neurons per Jacobian chunk (:func:`ntklib.ntk.kernel_statistics`).
             None: 8 for VGG (≈ 30–45 GB peak at 40 samples), all d at once otherwise.
+        ntk_offdiag: off-diagonal block norms to record, :class:`ntklib.ntk.OffDiagonal`:
+            "logits" (default, cheap), "norms" (also the feature kernel's, d times the cost of its
+            diagonal blocks) or "none".
         epoch_mode: "scan" (one jitted epoch), "loop" (jitted step, Python loop) or "auto"
             (:func:`resolve_epoch_mode`: loop on CPU, scan elsewhere). Not part of the numbers.
     """
@@ -101,12 +104,16 @@ class TrainConfig:
     kernel_metrics: bool = True
     ntk_per_class: int | None = None
     ntk_chunk_size: int | None = None
+    ntk_offdiag: str = "logits"
     epoch_mode: str = "auto"
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}; valid choices: {', '.join(LOSSES)}")
         resolve_epoch_mode(self.epoch_mode)
+        if self.ntk_offdiag not in {mode.value for mode in ntk.OffDiagonal}:
+            valid = ", ".join(mode.value for mode in ntk.OffDiagonal)
+            raise ValueError(f"unknown ntk_offdiag {self.ntk_offdiag!r}; valid choices: {valid}")
         if self.epochs < 1 or self.eval_every < 1:
             raise ValueError(f"epochs and eval_every must be >= 1, got {self.epochs}, {self.eval_every}")
 
@@ -383,14 +390,20 @@ def collapse_metrics(weights: jax.Array, bias: jax.Array, features: jax.Array, l
 
 
 def kernel_metrics(
-    model: Classifier, variables: dict, images: jax.Array, labels: jax.Array, *, chunk_size: int | None = None
+    model: Classifier,
+    variables: dict,
+    images: jax.Array,
+    labels: jax.Array,
+    *,
+    chunk_size: int | None = None,
+    offdiag: str = "logits",
 ) -> dict[str, float]:
     """Exact NTK statistics of a class-sorted balanced batch and the invariant metrics with the
     measured feature kernel κ: :meth:`ntklib.ntk.KernelStatistics.as_dict` of
     :func:`ntklib.ntk.kernel_statistics` (keys ``gamma_*``, ``kappa_*``, ``align_*``,
     ``block_fit_*``, ``*_norm_*`` and ``inv_*`` from :func:`ntklib.invariant.invariant_metrics`,
     present when the measured K_κ is positive definite)."""
-    stats = ntk.kernel_statistics(model, variables, images, labels, chunk_size=chunk_size)
+    stats = ntk.kernel_statistics(model, variables, images, labels, chunk_size=chunk_size, offdiag=offdiag)
     return stats.as_dict()
 
 
@@ -407,7 +420,9 @@ def measure_batch(
         per_class, chunk_size = config.ntk_settings
         if per_class is not None:
             images, labels = subsample_per_class(images, labels, per_class)
-        values.update(kernel_metrics(model, variables, images, labels, chunk_size=chunk_size))
+        values.update(
+            kernel_metrics(model, variables, images, labels, chunk_size=chunk_size, offdiag=config.ntk_offdiag)
+        )
     return values
 
 

@@ -187,10 +187,19 @@ def test_kernel_statistics_consistent_with_kernels():
     assert stats.features.shape == (4, k * m) and stats.weights.shape == (k, 4) and stats.bias.shape == (k,)
     record = stats.as_dict()
     for key in ("gamma_d", "gamma_c", "gamma_n", "kappa_d", "kappa_c", "kappa_n", "align_ntk", "align_feat",
-                "block_fit_ntk", "block_fit_feat", "offdiag_ratio_ntk", "offdiag_ratio_feat", "gamma_lam0"):
+                "block_fit_ntk", "block_fit_feat", "offdiag_ratio_ntk", "diag_norm_feat", "gamma_lam0"):
         assert isinstance(record[key], float) and np.isfinite(record[key]), key
     assert record["gamma_d"] == gamma.diag
     assert 0 < record["offdiag_norm_ntk"] < record["diag_norm_ntk"]
+    assert record["diag_norm_ntk"] == pytest.approx(np.mean(np.linalg.norm(ntk.logits, axis=(1, 2))), rel=1e-6)
+    # The feature cross-blocks (d²N²P flops) are measured only on request.
+    assert "offdiag_norm_feat" not in record and stats.offdiag_norm_features is None
+    with_features = kernel_statistics(model, variables, x, labels, offdiag="norms").as_dict()
+    assert with_features["diag_norm_feat"] == pytest.approx(record["diag_norm_feat"], rel=1e-6)
+    assert with_features["offdiag_ratio_feat"] == pytest.approx(
+        ks.block_norms(ntk.features_norms)[1] / ks.block_norms(ntk.features_norms)[0], rel=1e-6
+    )
+    assert "offdiag_norm_ntk" not in kernel_statistics(model, variables, x, labels, offdiag="none").as_dict()
     if stats.invariant is not None:
         assert "inv_invariant_norm" in record
 
