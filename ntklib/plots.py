@@ -10,7 +10,9 @@ Panes (our reading of the paper's figure; the extracted text lost the captions' 
 - j, final label alignment of the NTK Θ and of the feature kernel Θʰ.
 
 Every function takes the tidy frame of :func:`ntklib.results.load_runs` and optional axes, so a
-notebook can draw one pane; :func:`plot_figure2` draws all of them and saves a PNG.
+notebook can draw one pane; :func:`plot_figure2` draws all of them and saves a PNG. NC1 panes show
+the paper's within-class standard deviation (``nc1="nc1"``) or the scale-free trace form
+tr(Σ_W Σ_B⁺)/K (``nc1="nc1_trace"``), see :mod:`ntklib.collapse`.
 """
 
 from __future__ import annotations
@@ -31,11 +33,12 @@ CURVES = (
     ("inv_invariant_alignment", "alignment ⟨WᵀW, HK⁻¹Hᵀ⟩", "(e) invariant alignment"),
 )
 FINALS = (
-    ("nc1", "final NC1", "(f) NC1"),
+    ("nc1", "final NC1 (within-class std)", "(f) NC1"),
     ("nc2", "final NC2", "(g) NC2"),
     ("nc3", "final NC3", "(h) NC3"),
     ("test_accuracy", "final test accuracy", "(f–h) test accuracy"),
 )
+NC1_FORMS = {"nc1": "within-class std", "nc1_trace": "tr(Σ_W Σ_B⁺)/K"}
 INVARIANT_TERMS = (("inv_mmt_norm", "‖MMᵀ‖"), ("inv_h2h2t_norm", "‖H₂H₂ᵀ‖"), ("inv_mean_outer_norm", "‖h̄h̄ᵀ‖"))
 ALIGNMENTS = (("align_ntk", "NTK Θ"), ("align_feat", "feature kernel Θʰ"))
 
@@ -52,6 +55,16 @@ def _legend(ax, **kwargs) -> None:
         ax.legend(**kwargs)
 
 
+def _with_nc1_form(specs, nc1: str):
+    """``specs`` with its NC1 entry switched to the column ``nc1`` (a key of :data:`NC1_FORMS`)."""
+    if nc1 not in NC1_FORMS:
+        raise ValueError(f"unknown nc1 {nc1!r}; valid choices: {', '.join(NC1_FORMS)}")
+    return tuple(
+        (nc1, ylabel.replace(NC1_FORMS["nc1"], NC1_FORMS[nc1]), title) if column == "nc1" else (column, ylabel, title)
+        for column, ylabel, title in specs
+    )
+
+
 def _colors(inits: Sequence[str]) -> dict[str, str]:
     return {init: f"C{i}" for i, init in enumerate(sorted(inits))}
 
@@ -64,13 +77,14 @@ def final_records(df):
     return ok.sort_values("epoch").groupby("run_dir", as_index=False).tail(1).sort_values(["init", "lr"])
 
 
-def plot_training_curves(df, axes=None):
-    """Panes a–e: metrics over epochs, one line per run, coloured by init."""
+def plot_training_curves(df, axes=None, *, nc1: str = "nc1"):
+    """Panes a–e: metrics over epochs, one line per run, coloured by init (NC1 form ``nc1``)."""
+    curves = _with_nc1_form(CURVES, nc1)
     if axes is None:
-        _, axes = _pyplot().subplots(1, len(CURVES), figsize=(4 * len(CURVES), 3.2))
+        _, axes = _pyplot().subplots(1, len(curves), figsize=(4 * len(curves), 3.2))
     colors = _colors(df["init"].unique())
     ok = df[df["status"] == "ok"]
-    for ax, (column, ylabel, title) in zip(axes, CURVES):
+    for ax, (column, ylabel, title) in zip(axes, curves):
         seen = set()
         for run, frame in ok.groupby("run_dir"):
             if column not in frame or frame[column].isna().all():
@@ -86,13 +100,15 @@ def plot_training_curves(df, axes=None):
     return axes
 
 
-def plot_final_vs_lr(df, axes=None):
-    """Panes f–h: final NC1, NC2, NC3 and test accuracy against the initial learning rate."""
+def plot_final_vs_lr(df, axes=None, *, nc1: str = "nc1"):
+    """Panes f–h: final NC1 (form ``nc1``), NC2, NC3 and test accuracy against the initial
+    learning rate."""
+    finals = _with_nc1_form(FINALS, nc1)
     if axes is None:
-        _, axes = _pyplot().subplots(1, len(FINALS), figsize=(4 * len(FINALS), 3.2))
+        _, axes = _pyplot().subplots(1, len(finals), figsize=(4 * len(finals), 3.2))
     final = final_records(df)
     colors = _colors(df["init"].unique())
-    for ax, (column, ylabel, title) in zip(axes, FINALS):
+    for ax, (column, ylabel, title) in zip(axes, finals):
         for init, frame in final.groupby("init"):
             ax.plot(frame["lr"], frame[column], "o-", color=colors[init], label=init)
         ax.set(xscale="log", xlabel="initial learning rate", ylabel=ylabel, title=title)
@@ -135,16 +151,17 @@ def plot_final_alignment(df, ax=None):
                               title="(j) kernel alignment at the end", log_y=False)
 
 
-def plot_figure2(runs, path: str | Path | None = None, *, title: str | None = None):
+def plot_figure2(runs, path: str | Path | None = None, *, title: str | None = None, nc1: str = "nc1"):
     """All panes a–j in one figure; ``runs`` is a results root or a :func:`results.load_runs`
-    frame. Saves a PNG to ``path`` when given. Returns the figure."""
+    frame, ``nc1`` the NC1 form of panes b and f. Saves a PNG to ``path`` when given. Returns the
+    figure."""
     plt = _pyplot()
     df = results.load_runs(runs) if isinstance(runs, (str, Path)) else runs
     if df.empty:
         raise ValueError(f"no runs with records in {runs!r}")
     fig, axes = plt.subplots(3, 5, figsize=(21, 11), constrained_layout=True)
-    plot_training_curves(df, axes[0])
-    plot_final_vs_lr(df, axes[1, :4])
+    plot_training_curves(df, axes[0], nc1=nc1)
+    plot_final_vs_lr(df, axes[1, :4], nc1=nc1)
     plot_invariant_terms(df, axes[1, 4])
     plot_final_alignment(df, axes[2, 0])
     for ax in axes[2, 1:]:
@@ -169,8 +186,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("results_dir", help="a run or sweep directory")
     parser.add_argument("--out", required=True, help="PNG file to write")
     parser.add_argument("--title")
+    parser.add_argument("--nc1", choices=tuple(NC1_FORMS), default="nc1", help="NC1 form of panes b and f")
     args = parser.parse_args(argv)
-    fig = plot_figure2(args.results_dir, args.out, title=args.title)
+    fig = plot_figure2(args.results_dir, args.out, title=args.title, nc1=args.nc1)
     _pyplot().close(fig)
     print(args.out)
     return 0

@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from tqdm import tqdm  # the text bar: tqdm.auto needs ipywidgets in notebooks and warns without it
 from flax.training import train_state
 
 from ntklib import collapse, ntk, results
@@ -492,8 +493,6 @@ def train_and_evaluate(
     Raises:
         ValueError: if ``out_dir`` holds a run of a different config.
     """
-    from tqdm.auto import tqdm
-
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)

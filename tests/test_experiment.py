@@ -4,9 +4,13 @@ import json
 import subprocess
 import sys
 
+import matplotlib
+import matplotlib.pyplot
+import numpy as np
 import pandas as pd
+import pytest
 
-from ntklib import experiment, results
+from ntklib import experiment, plots, results
 from ntklib.sweep import learning_rates, run_dir
 
 TINY = ["--tiny", "--no-kernel-metrics", "--no-progress"]
@@ -55,3 +59,31 @@ def test_sweep_skips_finished_and_survives_divergence_then_plots(tmp_path, capsy
 def test_module_entry_point_help():
     done = subprocess.run([sys.executable, "-m", "ntklib.experiment", "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and "--arch" in done.stdout and "sweep" in done.stdout
+
+
+def _synthetic_runs():
+    rows = [
+        {"run_dir": f"{init}_{lr}", "init": init, "lr": lr, "epoch": epoch, "status": "ok", "run_status": "finished",
+         "test_accuracy": 0.5, "nc1": 1.0 + epoch, "nc1_trace": 10.0 / (1 + epoch), "nc2": 0.5, "nc3": 0.4,
+         "inv_invariant_alignment": 0.3}
+        for init in ("flax", "torch") for lr in (0.01, 0.1) for epoch in (0, 1, 2)
+    ]
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("nc1", ["nc1", "nc1_trace"])
+def test_nc1_form_selects_the_plotted_column(nc1):
+    matplotlib.use("Agg")
+    df = _synthetic_runs()
+    curves = plots.plot_training_curves(df, nc1=nc1)
+    line = curves[1].get_lines()[0]
+    np.testing.assert_array_equal(line.get_ydata(), df[df["run_dir"] == "flax_0.01"][nc1])
+    assert plots.NC1_FORMS[nc1] in curves[1].get_ylabel()
+    finals = plots.plot_final_vs_lr(df, nc1=nc1)
+    np.testing.assert_array_equal(finals[0].get_lines()[0].get_ydata(), [df[nc1].iloc[2]] * 2)
+    matplotlib.pyplot.close("all")
+
+
+def test_unknown_nc1_form_is_rejected():
+    with pytest.raises(ValueError, match="nc1"):
+        plots.plot_training_curves(_synthetic_runs(), nc1="nc1_std")
