@@ -53,6 +53,8 @@ def add_config_flags(parser: argparse.ArgumentParser, *, with_lr: bool = True) -
     parser.add_argument("--eval-batch-size", type=int)
     parser.add_argument("--no-kernel-metrics", dest="kernel_metrics", action="store_false", default=None,
                         help="skip the NTK statistics and invariant metrics")
+    parser.add_argument("--kernel-every", type=int,
+                        help="epochs between records with kernel metrics (a multiple of --eval-every; default: all)")
     parser.add_argument("--ntk-per-class", type=int, help="samples per class for the NTK (default: whole batch)")
     parser.add_argument("--ntk-chunk-size", type=int, help="feature neurons per Jacobian chunk")
     parser.add_argument("--ntk-offdiag", choices=[mode.value for mode in OffDiagonal],
@@ -63,7 +65,7 @@ def add_config_flags(parser: argparse.ArgumentParser, *, with_lr: bool = True) -
 
 
 _FIELDS = ("arch", "dataset", "init", "lr", "epochs", "batch_size", "loss", "momentum", "weight_decay",
-           "eval_every", "seed", "data_dir", "image_size", "eval_batch_size", "kernel_metrics",
+           "eval_every", "seed", "data_dir", "image_size", "eval_batch_size", "kernel_metrics", "kernel_every",
            "ntk_per_class", "ntk_chunk_size", "ntk_offdiag", "epoch_mode")
 
 

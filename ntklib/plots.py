@@ -77,26 +77,37 @@ def final_records(df):
     return ok.sort_values("epoch").groupby("run_dir", as_index=False).tail(1).sort_values(["init", "lr"])
 
 
+def plot_metric_over_epochs(df, column: str, ax=None, *, ylabel: str | None = None, title: str | None = None,
+                            log_y: bool | None = None):
+    """One record column over epochs, one line per run coloured by init (log scale for NC metrics
+    unless ``log_y`` says otherwise). Records without the column (kernel metrics taken only every
+    few records) are skipped, not drawn as gaps."""
+    if ax is None:
+        _, ax = _pyplot().subplots(figsize=(4.5, 3.2))
+    colors = _colors(df["init"].unique())
+    seen = set()
+    for _, frame in df[df["status"] == "ok"].groupby("run_dir"):
+        if column not in frame or frame[column].isna().all():
+            continue
+        init = frame["init"].iloc[0]
+        points = frame[["epoch", column]].dropna()
+        ax.plot(points["epoch"], points[column], color=colors[init], alpha=0.7, marker=".",
+                label=init if init not in seen else None)
+        seen.add(init)
+    ax.set(xlabel="epoch", ylabel=ylabel or column, title=title or column)
+    if seen and (column.startswith("nc") if log_y is None else log_y):
+        ax.set_yscale("log")
+    _legend(ax, title="init", fontsize="small")
+    return ax
+
+
 def plot_training_curves(df, axes=None, *, nc1: str = "nc1"):
     """Panes a–e: metrics over epochs, one line per run, coloured by init (NC1 form ``nc1``)."""
     curves = _with_nc1_form(CURVES, nc1)
     if axes is None:
         _, axes = _pyplot().subplots(1, len(curves), figsize=(4 * len(curves), 3.2))
-    colors = _colors(df["init"].unique())
-    ok = df[df["status"] == "ok"]
     for ax, (column, ylabel, title) in zip(axes, curves):
-        seen = set()
-        for run, frame in ok.groupby("run_dir"):
-            if column not in frame or frame[column].isna().all():
-                continue
-            init = frame["init"].iloc[0]
-            label = init if init not in seen else None
-            seen.add(init)
-            ax.plot(frame["epoch"], frame[column], color=colors[init], alpha=0.7, label=label)
-        ax.set(xlabel="epoch", ylabel=ylabel, title=title)
-        if column.startswith("nc") and seen:
-            ax.set_yscale("log")
-        _legend(ax, title="init", fontsize="small")
+        plot_metric_over_epochs(df, column, ax, ylabel=ylabel, title=title)
     return axes
 
 

@@ -17,7 +17,8 @@ Every ``eval_every`` epochs (and at epoch 0 and the last epoch) one record is wr
 epoch-average train loss/accuracy (train mode, as the steps saw them), test loss/accuracy on the
 full test set (eval mode), NC1–NC4 on the last training batch (eval-mode features), and, with
 ``kernel_metrics``, the exact NTK statistics of that batch (:func:`ntklib.ntk.kernel_statistics`)
-and the invariant metrics with the measured κ (:func:`ntklib.invariant.invariant_metrics`).
+and the invariant metrics with the measured κ (:func:`ntklib.invariant.invariant_metrics`) — at
+every record, or only every ``kernel_every`` epochs when the kernels cost more than training.
 
 Runs write to a directory (:mod:`ntklib.results`), checkpoint at every evaluation and resume when
 restarted with the same directory; a NaN/inf loss ends the run with status ``"diverged"``.
@@ -73,7 +74,9 @@ class TrainConfig:
         image_size: input size; None: :func:`ntklib.data.default_image_size` (32 for VGG on
             MNIST/FashionMNIST, else native).
         eval_batch_size: batch size of the test-set evaluation.
-        kernel_metrics: compute the NTK statistics and invariant metrics at every record.
+        kernel_metrics: compute the NTK statistics and invariant metrics.
+        kernel_every: epochs between records with kernel metrics, a multiple of ``eval_every``
+            (epoch 0 and the last epoch always have them). None: every record.
         ntk_per_class: samples per class of the last batch used for the NTK. None: the paper's
             choice, 4 for VGG (its Jacobians are too large) and the whole batch otherwise.
         ntk_chunk_size: feature neurons per Jacobian chunk (:func:`ntklib.ntk.kernel_statistics`).
@@ -103,6 +106,7 @@ class TrainConfig:
     image_size: int | None = None
     eval_batch_size: int = 1000
     kernel_metrics: bool = True
+    kernel_every: int | None = None
     ntk_per_class: int | None = None
     ntk_chunk_size: int | None = None
     ntk_offdiag: str = "logits"
@@ -117,6 +121,10 @@ class TrainConfig:
             raise ValueError(f"unknown ntk_offdiag {self.ntk_offdiag!r}; valid choices: {valid}")
         if self.epochs < 1 or self.eval_every < 1:
             raise ValueError(f"epochs and eval_every must be >= 1, got {self.epochs}, {self.eval_every}")
+        if self.kernel_every is not None and (self.kernel_every < 1 or self.kernel_every % self.eval_every):
+            raise ValueError(
+                f"kernel_every must be a positive multiple of eval_every ({self.eval_every}), got {self.kernel_every}"
+            )
 
     @classmethod
     def default(cls, **overrides: Any) -> TrainConfig:
@@ -150,6 +158,12 @@ class TrainConfig:
         per_class = self.ntk_per_class if self.ntk_per_class is not None else (4 if vgg else None)
         chunk = self.ntk_chunk_size if self.ntk_chunk_size is not None else (8 if vgg else None)
         return per_class, chunk
+
+    def kernels_at(self, epoch: int) -> bool:
+        """Whether the record of ``epoch`` gets the kernel metrics."""
+        if not self.kernel_metrics:
+            return False
+        return epoch % (self.kernel_every or self.eval_every) == 0 or epoch == self.epochs
 
     @property
     def input_size(self) -> int | None:
@@ -409,15 +423,21 @@ def kernel_metrics(
 
 
 def measure_batch(
-    model: Classifier, variables: dict, images: jax.Array, labels: jax.Array, *, config: TrainConfig
+    model: Classifier,
+    variables: dict,
+    images: jax.Array,
+    labels: jax.Array,
+    *,
+    config: TrainConfig,
+    kernels: bool | None = None,
 ) -> dict[str, float]:
-    """NC metrics and (if ``config.kernel_metrics``) kernel and invariant metrics of one
-    class-sorted balanced batch, all in eval mode."""
+    """NC metrics and (if ``kernels``, by default ``config.kernel_metrics``) kernel and invariant
+    metrics of one class-sorted balanced batch, all in eval mode."""
     features = extract_features(model, variables, images)
     params = variables["params"]["classifier"]
     weights, bias = params["kernel"].T, params["bias"]
     values = collapse_metrics(weights, bias, features, labels)
-    if config.kernel_metrics:
+    if config.kernel_metrics if kernels is None else kernels:
         per_class, chunk_size = config.ntk_settings
         if per_class is not None:
             images, labels = subsample_per_class(images, labels, per_class)
@@ -532,7 +552,7 @@ def train_and_evaluate(
                "test_loss": float(test_loss), "test_accuracy": float(test_acc),
                "epoch_seconds": seconds, "status": "ok"}
         t0 = time.perf_counter()
-        rec.update(measure_batch(model, variables, x, y, config=config))
+        rec.update(measure_batch(model, variables, x, y, config=config, kernels=config.kernels_at(epoch)))
         rec["metrics_seconds"] = time.perf_counter() - t0
         return results._clean(rec)
 

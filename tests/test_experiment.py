@@ -87,3 +87,13 @@ def test_nc1_form_selects_the_plotted_column(nc1):
 def test_unknown_nc1_form_is_rejected():
     with pytest.raises(ValueError, match="nc1"):
         plots.plot_training_curves(_synthetic_runs(), nc1="nc1_std")
+
+
+def test_metric_curves_skip_records_without_the_metric():
+    matplotlib.use("Agg")
+    df = _synthetic_runs()
+    df["align_ntk"] = np.where(df["epoch"] == 1, np.nan, 0.5 + 0.1 * df["epoch"])  # kernels at epochs 0 and 2
+    ax = plots.plot_metric_over_epochs(df, "align_ntk", log_y=False)
+    assert len(ax.get_lines()) == 4 and all(list(line.get_xdata()) == [0, 2] for line in ax.get_lines())
+    assert ax.get_yscale() == "linear"
+    matplotlib.pyplot.close("all")

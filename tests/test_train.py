@@ -152,6 +152,21 @@ def test_kernel_and_invariant_metrics_are_recorded(digits):
         assert np.isfinite(record["inv_invariant_norm"]) and 0 < record["inv_mmt_norm"]
 
 
+def test_kernel_every_thins_the_kernel_records(digits):
+    config = TrainConfig.tiny(epochs=5, eval_every=1, kernel_every=2)
+    records = train_and_evaluate(config, dataset=digits, progress=False).records
+    with_kernels = [r["epoch"] for r in records if "gamma_d" in r]
+    assert [r["epoch"] for r in records] == [0, 1, 2, 3, 4, 5]
+    assert with_kernels == [0, 2, 4, 5]  # every 2nd epoch, and the last
+    assert all("nc2" in r for r in records)
+
+
+@pytest.mark.parametrize("kernel_every", [0, 3])
+def test_kernel_every_must_be_a_multiple_of_eval_every(kernel_every):
+    with pytest.raises(ValueError, match="kernel_every"):
+        TrainConfig.tiny(eval_every=2, kernel_every=kernel_every)
+
+
 def test_resnet20_trains_on_digits(digits):
     """The paper's ResNet20 on 8×8 digits: one epoch of the real architecture."""
     config = TrainConfig.tiny(arch="resnet20", epochs=1, kernel_metrics=False, lr=0.05)
