@@ -3,6 +3,14 @@
 Conventions: features ``H`` are (d, N) with one column per sample, ``labels`` are (N,) integers in
 ``0 … K−1`` (any order), the classifier is ``W`` (K, d) with bias ``b`` (K,). Every metric is 0
 under exact neural collapse and grows as the geometry moves away from it.
+
+Every metric takes an optional ``num_classes``. Without it, K is read off the labels, which are
+checked to cover every class; that needs concrete labels. With it, nothing depends on the label
+values, so the metrics can be traced by ``jax.jit`` (with ``num_classes`` static); the caller then
+vouches that every class occurs.
+
+Example:
+    >>> nc2 = jax.jit(functools.partial(nc2_etf_distance, num_classes=10))   # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -12,12 +20,16 @@ import numpy as np
 from jax import Array
 
 
-def _check_labels(features: Array, labels: Array) -> tuple[Array, int]:
+def _check_labels(features: Array, labels: Array, num_classes: int | None = None) -> tuple[Array, int]:
     labels = jnp.asarray(labels)
     if features.ndim != 2:
         raise ValueError(f"features must be (d, N), got shape {features.shape}")
     if labels.shape != (features.shape[1],):
         raise ValueError(f"labels must have shape (N,) = ({features.shape[1]},), got {labels.shape}")
+    if num_classes is not None:
+        if int(num_classes) != num_classes or num_classes < 2:
+            raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+        return labels, int(num_classes)
     counts = np.bincount(np.asarray(labels))
     if counts.size < 2 or np.any(counts == 0):
         raise ValueError(f"labels must cover every class 0 … K−1 (K >= 2); samples per class: {counts.tolist()}")
@@ -25,33 +37,44 @@ def _check_labels(features: Array, labels: Array) -> tuple[Array, int]:
     return labels, num_classes
 
 
-def class_means(features: Array, labels: Array) -> Array:
+def _class_indicator(labels: Array, num_classes: int, dtype) -> Array:
+    """(N, K) one-hot rows of the labels."""
+    return jnp.eye(num_classes, dtype=dtype)[labels]
+
+
+def class_means(features: Array, labels: Array, *, num_classes: int | None = None) -> Array:
     """Class means M = [μ_1 … μ_K], shape (d, K), with μ_k the mean of the columns of class k."""
-    labels, num_classes = _check_labels(features, labels)
-    onehot = jnp.eye(num_classes, dtype=features.dtype)[labels]  # (N, K)
+    labels, num_classes = _check_labels(features, labels, num_classes)
+    onehot = _class_indicator(labels, num_classes, features.dtype)
     return features @ onehot / onehot.sum(axis=0)
 
 
-def centred_class_means(features: Array, labels: Array) -> Array:
+def centred_class_means(features: Array, labels: Array, *, num_classes: int | None = None) -> Array:
     """M̃ = M − h̄ 1ᵀ, shape (d, K), where h̄ is the global mean of all N columns."""
-    return class_means(features, labels) - features.mean(axis=1, keepdims=True)
+    return class_means(features, labels, num_classes=num_classes) - features.mean(axis=1, keepdims=True)
 
 
-def nc1_within_class_std(features: Array, labels: Array) -> Array:
+def nc1_within_class_std(features: Array, labels: Array, *, num_classes: int | None = None) -> Array:
     """NC1 as the paper's code measures it: the within-class standard deviation of every feature,
-    averaged over the d features and the K classes. 0 iff every sample equals its class mean."""
-    labels, num_classes = _check_labels(features, labels)
-    stds = [jnp.std(features[:, labels == k], axis=1) for k in range(num_classes)]
-    return jnp.mean(jnp.stack(stds))
+    averaged over the d features and the K classes. 0 iff every sample equals its class mean.
+
+    The standard deviation of feature j in class k is √(Σ_{i: y_i = k} (H_ji − μ_kj)² / n_k).
+    """
+    labels, num_classes = _check_labels(features, labels, num_classes)
+    onehot = _class_indicator(labels, num_classes, features.dtype)  # (N, K)
+    means = features @ onehot / onehot.sum(axis=0)
+    deviations = features - means[:, labels]  # (d, N)
+    variances = jnp.square(deviations) @ onehot / onehot.sum(axis=0)  # (d, K)
+    return jnp.mean(jnp.sqrt(variances))
 
 
-def nc1_trace(features: Array, labels: Array) -> Array:
+def nc1_trace(features: Array, labels: Array, *, num_classes: int | None = None) -> Array:
     """NC1 in the trace form of Papyan et al. (2020): tr(Σ_W Σ_B⁺) / K, with
 
         Σ_W = (1/N) Σ_i (h_i − μ_{y_i})(h_i − μ_{y_i})ᵀ,   Σ_B = (1/K) Σ_k (μ_k − h̄)(μ_k − h̄)ᵀ.
     """
-    labels, num_classes = _check_labels(features, labels)
-    means = class_means(features, labels)
+    labels, num_classes = _check_labels(features, labels, num_classes)
+    means = class_means(features, labels, num_classes=num_classes)
     within = features - means[:, labels]
     sigma_w = within @ within.T / features.shape[1]
     centred = means - features.mean(axis=1, keepdims=True)
@@ -65,25 +88,27 @@ def simplex_etf_gram(num_classes: int, dtype=None) -> Array:
     return (jnp.eye(k, dtype=dtype) - jnp.ones((k, k), dtype=dtype) / k) / jnp.sqrt(k - 1.0)
 
 
-def nc2_etf_distance(features: Array, labels: Array) -> Array:
+def nc2_etf_distance(features: Array, labels: Array, *, num_classes: int | None = None) -> Array:
     """NC2: ‖ M̃ᵀM̃/‖M̃ᵀM̃‖_F − (I_K − 1 1ᵀ/K)/√(K − 1) ‖_F, the distance of the centred class means
     from a simplex equiangular tight frame (equal norms, pairwise angles arccos(−1/(K−1)))."""
-    centred = centred_class_means(features, labels)
+    centred = centred_class_means(features, labels, num_classes=num_classes)
     gram = centred.T @ centred
     return jnp.linalg.norm(gram / jnp.linalg.norm(gram) - simplex_etf_gram(gram.shape[0], gram.dtype))
 
 
-def nc3_self_duality(weights: Array, features: Array, labels: Array) -> Array:
+def nc3_self_duality(weights: Array, features: Array, labels: Array, *, num_classes: int | None = None) -> Array:
     """NC3: ‖ M̃/‖M̃‖_F − Wᵀ/‖W‖_F ‖_F for W of shape (K, d): classifier rows align with the
     centred class means."""
-    centred = centred_class_means(features, labels)
+    centred = centred_class_means(features, labels, num_classes=num_classes)
     return jnp.linalg.norm(centred / jnp.linalg.norm(centred) - weights.T / jnp.linalg.norm(weights))
 
 
-def nc4_ncc_mismatch(weights: Array, bias: Array, features: Array, labels: Array) -> Array:
+def nc4_ncc_mismatch(
+    weights: Array, bias: Array, features: Array, labels: Array, *, num_classes: int | None = None
+) -> Array:
     """NC4: the fraction of samples on which the classifier, argmax_k (W h + b)_k, disagrees with
     the nearest-class-centre rule, argmin_k ‖h − μ_k‖."""
-    means = class_means(features, labels)
+    means = class_means(features, labels, num_classes=num_classes)
     logits = weights @ features + bias[:, None]  # (K, N)
     distances = jnp.sum((features[:, None, :] - means[:, :, None]) ** 2, axis=0)  # (K, N)
     mismatch = jnp.argmax(logits, axis=0) != jnp.argmin(distances, axis=0)

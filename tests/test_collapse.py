@@ -169,6 +169,28 @@ def test_nc_metrics_vs_naive_on_random_data(k, balanced):
 
 
 @pytest.mark.parametrize("k", KS)
+def test_nc_metrics_under_jit_with_explicit_num_classes(k):
+    h, labels, w, b = random_unsorted_data(k, seed=20 + k, balanced=False)
+    hj, lj, wj, bj = (jnp.asarray(a) for a in (h, labels, w, b))
+    metrics = {
+        "nc1_std": lambda h, y, **kw: nc1_within_class_std(h, y, **kw),
+        "nc1_trace": lambda h, y, **kw: nc1_trace(h, y, **kw),
+        "nc2": lambda h, y, **kw: nc2_etf_distance(h, y, **kw),
+        "nc3": lambda h, y, **kw: nc3_self_duality(wj, h, y, **kw),
+        "nc4": lambda h, y, **kw: nc4_ncc_mismatch(wj, bj, h, y, **kw),
+    }
+    for key, metric in metrics.items():
+        eager = metric(hj, lj)
+        jitted = jax.jit(lambda h, y, metric=metric: metric(h, y, num_classes=k))(hj, lj)
+        np.testing.assert_allclose(float(jitted), float(eager), rtol=1e-10, atol=1e-14, err_msg=key)
+    # Without num_classes the labels must be concrete: tracing them fails instead of guessing K.
+    with pytest.raises(jax.errors.TracerArrayConversionError):
+        jax.jit(nc2_etf_distance)(hj, lj)
+    with pytest.raises(ValueError, match="num_classes"):
+        nc2_etf_distance(hj, lj, num_classes=1)
+
+
+@pytest.mark.parametrize("k", KS)
 def test_nc_metrics_vanish_on_exact_simplex_etf(k):
     h, labels, w, b, etf = etf_data(k, seed=20 + k)
     hj, lj = jnp.asarray(h), jnp.asarray(labels)
