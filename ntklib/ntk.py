@@ -245,9 +245,10 @@ def _block_ntk(
         g_chunk = [jnp.einsum("ck,akp->acp", w_chunk, j, precision=_HIGHEST) for j in jr]
         g = g_chunk if g is None else [a + b for a, b in zip(g, g_chunk, strict=True)]
         if want_feat_off:
-            # Row r of the (n_chunks, n_chunks) grid of (dc, dc, N, N) feature cross-blocks.
-            row = [_sum_einsum("ajp,bkp->jkab", jr, jr if s == r else chunk_jacobian(b)) for s, b in enumerate(bases)]
-            cross_rows.append(jnp.concatenate(row, axis=1))  # (dc, n_chunks * dc, N, N)
+            # Row r of the (n_chunks, n_chunks) grid of (dc, dc, N, N) feature cross-blocks:
+            # (dc, n_chunks·dc, N, N).
+            row = [jr if s == r else chunk_jacobian(b) for s, b in enumerate(bases)]
+            cross_rows.append(jnp.concatenate([_sum_einsum("ajp,bkp->jkab", jr, js) for js in row], axis=1))
 
     # W and b part of Θ_cc': δ_cc' (⟨h(x), h(x')⟩ + 1).
     head = jnp.einsum("ai,bi->ab", h, h, precision=_HIGHEST) + 1.0
@@ -257,7 +258,8 @@ def _block_ntk(
     else:
         # All C² blocks at once: one (N·C, N·C) Gram matrix of the rows of G.
         c = w.shape[0]
-        gram = _sum_einsum("ip,jp->ij", [leaf.reshape(n * c, -1) for leaf in g], [leaf.reshape(n * c, -1) for leaf in g])
+        rows = [leaf.reshape(n * c, -1) for leaf in g]
+        gram = _sum_einsum("ip,jp->ij", rows, rows)  # (N·C, N·C)
         logits_full = gram.reshape(n, c, n, c).transpose(1, 3, 0, 2) + jnp.eye(c, dtype=dtype)[:, :, None, None] * head
         result["logits"] = jnp.diagonal(logits_full, axis1=0, axis2=1).transpose(2, 0, 1)
         result["logits_norms"] = _norms(logits_full)
@@ -378,8 +380,9 @@ class KernelStatistics:
         Keys: ``gamma_{d,c,n}``, ``kappa_{d,c,n}``, ``gamma_{lam0,lamc,lammax}``,
         ``kappa_{lam0,lamc,lammax}``, ``align_ntk``, ``align_feat``, ``block_fit_ntk``,
         ``block_fit_feat``, ``diag_norm_ntk``, ``offdiag_norm_ntk``, ``offdiag_ratio_ntk``, the same
-        three with ``_feat`` (the off-diagonal keys only when measured), per-class values ``gamma_{d,c,n}_class{k}`` and ``kappa_..._class{k}``,
-        and the invariant metrics (prefixed ``inv_``) when available.
+        three with ``_feat`` (the off-diagonal keys only when measured), per-class values
+        ``gamma_{d,c,n}_class{k}`` and ``kappa_..._class{k}``, and the invariant metrics (prefixed
+        ``inv_``) when available.
         """
         out: dict[str, float] = {}
         for name, bk, per_class in (
