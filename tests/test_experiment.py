@@ -1,5 +1,6 @@
 """Command line: one run, a sweep that skips finished runs and survives divergence, Figure 2."""
 
+import argparse
 import json
 import subprocess
 import sys
@@ -25,6 +26,17 @@ def test_cli_single_run(tmp_path, capsys):
     config = results.read_json(out / results.CONFIG_FILE)["config"]
     assert (config["init"], config["lr"], config["seed"], config["kernel_metrics"]) == ("torch", 0.05, 3, False)
     assert len(pd.read_json(out / results.METRICS_FILE, lines=True)) == 3
+
+
+def test_cli_kernel_flags_reach_the_config():
+    parser = argparse.ArgumentParser()
+    experiment.add_config_flags(parser)
+    args = parser.parse_args(["--tiny", "--epochs", "8", "--eval-every", "2", "--kernel-every", "4", "--ntk-offdiag", "norms"])
+    config = experiment.config_from_flags(args)
+    assert (config.kernel_every, config.ntk_offdiag) == (4, "norms")
+    assert [config.kernels_at(epoch) for epoch in (0, 2, 4, 6, 8)] == [True, False, True, False, True]
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--ntk-offdiag", "some"])
 
 
 def test_learning_rates_are_the_papers_grid():
