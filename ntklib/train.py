@@ -437,7 +437,9 @@ def measure_batch(
     params = variables["params"]["classifier"]
     weights, bias = params["kernel"].T, params["bias"]
     values = collapse_metrics(weights, bias, features, labels)
-    if config.kernel_metrics if kernels is None else kernels:
+    if kernels is None:
+        kernels = config.kernel_metrics
+    if kernels:
         per_class, chunk_size = config.ntk_settings
         if per_class is not None:
             images, labels = subsample_per_class(images, labels, per_class)
