@@ -30,15 +30,9 @@ import numpy as np
 from ntklib.data import load_dataset
 from ntklib.models import build_model
 from ntklib.ntk import OffDiagonal, kernel_statistics
+from ntklib.train import subsample_per_class
 
 MODES = (OffDiagonal.NONE, OffDiagonal.LOGITS, OffDiagonal.NORMS)
-
-
-def probe_batch(per_class: int, num_classes: int = 10):
-    """The first ``per_class`` training digits of every class, sorted by class."""
-    data = load_dataset("digits")
-    index = np.concatenate([np.flatnonzero(data.train_labels == k)[:per_class] for k in range(num_classes)])
-    return jnp.asarray(data.train_images[index]), data.train_labels[index]
 
 
 def time_record(model, variables, x, labels, offdiag: OffDiagonal, repeats: int) -> tuple[float, float]:
@@ -67,7 +61,9 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     sys.stdout.reconfigure(line_buffering=True)
 
-    x, labels = probe_batch(args.per_class)
+    data = load_dataset("digits")
+    x, labels = subsample_per_class(data.train_images, data.train_labels, args.per_class)
+    x = jnp.asarray(x)
     model = build_model(args.arch, 10, "flax")
     variables = model.init(jax.random.key(0), x[:2], train=False)
     print(f"# kernel_record  {' '.join(sys.argv[1:]) or '(defaults)'}")

@@ -47,22 +47,22 @@ def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:
         raise
 
 
-def _clean(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """JSON-safe value: numpy/jax scalars to Python, non-finite floats to None."""
     if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
 def write_json(path: str | os.PathLike, obj: dict) -> None:
     """Atomically write ``obj`` as indented JSON."""
-    write_atomic(path, json.dumps(_clean(obj), indent=2, sort_keys=True) + "\n")
+    write_atomic(path, json.dumps(json_safe(obj), indent=2, sort_keys=True) + "\n")
 
 
 def read_json(path: str | os.PathLike) -> dict | None:
@@ -83,7 +83,7 @@ def read_records(run_dir: str | os.PathLike) -> list[dict]:
 
 def write_records(run_dir: str | os.PathLike, records: list[dict]) -> None:
     """Atomically replace the run's metrics file with ``records`` (one JSON object per line)."""
-    lines = "".join(json.dumps(_clean(r), sort_keys=True) + "\n" for r in records)
+    lines = "".join(json.dumps(json_safe(r), sort_keys=True) + "\n" for r in records)
     write_atomic(Path(run_dir) / METRICS_FILE, lines)
 
 

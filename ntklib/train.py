@@ -450,7 +450,8 @@ def measure_batch(
 
 
 def subsample_per_class(images: jax.Array, labels: jax.Array, per_class: int):
-    """The first ``per_class`` samples of every class of a class-sorted balanced batch."""
+    """The first ``per_class`` samples of every class, sorted by class: a balanced probe batch from
+    any labelled set (the last training batch, or a whole dataset)."""
     labels = np.asarray(labels)
     keep = np.concatenate([np.flatnonzero(labels == k)[:per_class] for k in range(int(labels.max()) + 1)])
     return images[keep], labels[keep]
@@ -519,7 +520,7 @@ def train_and_evaluate(
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         saved = results.read_json(out / results.CONFIG_FILE)
-        if saved is not None and saved.get("config") != results._clean(config.to_dict()):
+        if saved is not None and saved.get("config") != results.json_safe(config.to_dict()):
             raise ValueError(f"out_dir {out} holds a run with a different config: {saved.get('config')}")
         status = results.read_status(out)
         if status in ("finished", "diverged"):
@@ -556,7 +557,7 @@ def train_and_evaluate(
         t0 = time.perf_counter()
         rec.update(measure_batch(model, variables, x, y, config=config, kernels=config.kernels_at(epoch)))
         rec["metrics_seconds"] = time.perf_counter() - t0
-        return results._clean(rec)
+        return results.json_safe(rec)
 
     records: list[dict] = []
     start = 0
