@@ -1,6 +1,6 @@
 """Cost of one kernel record of the training loop, by off-diagonal mode, side by side in one run.
 
-A record (:func:`ntklib.ntk.kernel_statistics`) computes the diagonal blocks Θ_cc and Θʰ_jj and,
+A record (:func:`ntklib.measure.kernel_statistics`) computes the diagonal blocks Θ_cc and Θʰ_jj and,
 depending on ``offdiag``, the norms of the off-diagonal blocks:
 
 * ``none``: no off-diagonal blocks;
@@ -29,8 +29,8 @@ import numpy as np
 
 from ntklib.data import load_dataset
 from ntklib.models import build_model
-from ntklib.ntk import OffDiagonal, kernel_statistics
-from ntklib.train import subsample_per_class
+from ntklib.measure import kernel_statistics, subsample_per_class
+from ntklib.ntk import OffDiagonal
 
 MODES = (OffDiagonal.NONE, OffDiagonal.LOGITS, OffDiagonal.NORMS)
 

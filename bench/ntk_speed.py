@@ -40,7 +40,8 @@ from jax.flatten_util import ravel_pytree
 
 from ntklib import kernel_stats
 from ntklib.models import build_model
-from ntklib.ntk import block_ntk_fn, kernel_statistics, split_classifier
+from ntklib.measure import kernel_statistics
+from ntklib.ntk import block_ntk_fn, split_classifier
 
 STATS = ("gamma_d", "gamma_c", "gamma_n", "kappa_d", "kappa_c", "kappa_n")
 
@@ -205,7 +206,7 @@ def main(argv=None) -> None:
             1,
         )
         record = stats.as_dict()
-        print(f"ntklib kernel_statistics (all SPEC §7 kernel metrics, incl. off-diagonal norms): {t_all:.3f} s "
+        print(f"ntklib kernel_statistics (all kernel columns of a record, incl. off-diagonal norms): {t_all:.3f} s "
               f"(first call {first_all:.2f} s); offdiag/diag norm ratio NTK {record['offdiag_ratio_ntk']:.3g}, "
               f"features {record['offdiag_ratio_feat']:.3g}; memory: {peak_memory()}")
 

@@ -1,8 +1,11 @@
-"""Command line of the paper's experiments: one run, a learning-rate × init sweep, or Figure 2.
+"""The command line of the paper's experiments: one run, a learning-rate × init sweep, or Figure 2.
 
-Flags only; the work is done by :mod:`ntklib.train`, :mod:`ntklib.sweep` and :mod:`ntklib.plots`.
+Subcommands ``run`` (the default), ``sweep`` and ``plot``; the work is done by :mod:`ntklib.train`,
+:mod:`ntklib.sweep` and :mod:`ntklib.plots`. The flags of ``run`` and ``sweep`` are the fields of
+:class:`ntklib.train.TrainConfig` (``batch_size`` → ``--batch-size``), with the help of each
+field's metadata.
 
-One run (the flags of the paper's scripts)::
+One run (the flags of the paper's scripts; ``run`` may be left out)::
 
     python -m ntklib.experiment --arch resnet20 --dataset mnist --init flax --lr 0.01 \\
         --epochs 400 --out runs/resnet20_mnist/flax/lr_1.0000e-02
@@ -14,7 +17,7 @@ A sweep over learning rates and inits (skips finished runs, continues past diver
 
 Figure 2 panes from a results directory::
 
-    python -m ntklib.experiment plot runs/resnet20_mnist --out figures/resnet20_mnist
+    python -m ntklib.experiment plot runs/resnet20_mnist --out figures/resnet20_mnist.png
 
 ``--tiny`` starts from :meth:`ntklib.train.TrainConfig.tiny` (seconds on a CPU) instead of the
 paper's protocol; every other flag overrides the chosen base.
@@ -23,68 +26,65 @@ paper's protocol; every other flag overrides the chosen base.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
+import typing
 from collections.abc import Sequence
 
-from ntklib.data import DATASETS
-from ntklib.models import ARCHS, INITS
-from ntklib.ntk import OffDiagonal
-from ntklib.train import TrainConfig
+from ntklib import plots, sweep
+from ntklib.models import INITS
+from ntklib.train import TrainConfig, train_and_evaluate
+
+SUBCOMMANDS = ("run", "sweep", "plot")
+SWEPT_FIELDS = ("init", "lr")
+"""TrainConfig fields that ``sweep`` sets itself (from ``--inits`` and the learning-rate grid)."""
 
 
-def add_config_flags(parser: argparse.ArgumentParser, *, with_lr: bool = True) -> None:
-    """Flags that override fields of :class:`~ntklib.train.TrainConfig` (None: keep the base)."""
+def flag_name(field_name: str) -> str:
+    """``batch_size`` → ``--batch-size``."""
+    return "--" + field_name.replace("_", "-")
+
+
+def _value_type(hint: typing.Any) -> type:
+    """int, float or str of a field's type hint (``int | None`` → int)."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if args else hint
+
+
+def add_config_flags(parser: argparse.ArgumentParser, *, exclude: Sequence[str] = ()) -> None:
+    """One flag per :class:`~ntklib.train.TrainConfig` field not in ``exclude`` (bool fields as
+    ``--name`` / ``--no-name``), each defaulting to None: keep the base config's value."""
     parser.add_argument("--tiny", action="store_true", help="start from TrainConfig.tiny() (CPU, seconds)")
-    parser.add_argument("--arch", choices=ARCHS)
-    parser.add_argument("--dataset", choices=DATASETS)
-    if with_lr:
-        parser.add_argument("--init", choices=INITS)
-        parser.add_argument("--lr", type=float, help="initial learning rate")
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--batch-size", type=int, help="multiple of the number of classes (paper: 120)")
-    parser.add_argument("--loss", choices=("mse", "ce"))
-    parser.add_argument("--momentum", type=float)
-    parser.add_argument("--weight-decay", type=float)
-    parser.add_argument("--eval-every", type=int, help="epochs between metric records (paper: 2)")
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--data-dir", help="tfds data directory")
-    parser.add_argument("--image-size", type=int, help="resize inputs (default: 32 for VGG on MNIST, else native)")
-    parser.add_argument("--eval-batch-size", type=int)
-    parser.add_argument("--no-kernel-metrics", dest="kernel_metrics", action="store_false", default=None,
-                        help="skip the NTK statistics and invariant metrics")
-    parser.add_argument("--kernel-every", type=int,
-                        help="epochs between records with kernel metrics (a multiple of --eval-every; default: all)")
-    parser.add_argument("--ntk-per-class", type=int, help="samples per class for the NTK (default: whole batch)")
-    parser.add_argument("--ntk-chunk-size", type=int, help="feature neurons per Jacobian chunk")
-    parser.add_argument("--ntk-offdiag", choices=[mode.value for mode in OffDiagonal],
-                        help="off-diagonal block norms to record (default: logits; norms adds the feature kernel's)")
-    parser.add_argument("--epoch-mode", choices=("auto", "scan", "loop"),
-                        help="one jitted lax.scan per epoch, or a Python loop of jitted steps (auto: loop on CPU)")
+    hints = typing.get_type_hints(TrainConfig)
+    for field in dataclasses.fields(TrainConfig):
+        if field.name in exclude:
+            continue
+        help_text = field.metadata["help"]
+        if field.default is not None:
+            help_text += f" (default: {field.default})"
+        kind = _value_type(hints[field.name])
+        if kind is bool:
+            parser.add_argument(flag_name(field.name), action=argparse.BooleanOptionalAction, default=None,
+                                help=help_text)
+        else:
+            parser.add_argument(flag_name(field.name), type=kind, choices=field.metadata["choices"],
+                                help=help_text)
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no tqdm bar")
-
-
-_FIELDS = ("arch", "dataset", "init", "lr", "epochs", "batch_size", "loss", "momentum", "weight_decay",
-           "eval_every", "seed", "data_dir", "image_size", "eval_batch_size", "kernel_metrics", "kernel_every",
-           "ntk_per_class", "ntk_chunk_size", "ntk_offdiag", "epoch_mode")
 
 
 def config_from_flags(args: argparse.Namespace) -> TrainConfig:
     """The base config (default or ``--tiny``) with every given flag applied."""
-    overrides = {f: getattr(args, f) for f in _FIELDS if getattr(args, f, None) is not None}
+    overrides = {
+        field.name: getattr(args, field.name)
+        for field in dataclasses.fields(TrainConfig)
+        if getattr(args, field.name, None) is not None
+    }
     return TrainConfig.tiny(**overrides) if args.tiny else TrainConfig.default(**overrides)
 
 
-def run_main(argv: Sequence[str] | None = None) -> int:
-    """``python -m ntklib.experiment [flags]``: train one model into ``--out``."""
-    from ntklib.train import train_and_evaluate
-
-    parser = argparse.ArgumentParser(prog="python -m ntklib.experiment", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_flags(parser)
-    parser.add_argument("--out", required=True, help="run directory (resumed if it holds a checkpoint)")
-    parser.add_argument("--max-epochs-this-call", type=int, help="stop after this many epochs (resumable)")
-    args = parser.parse_args(argv)
+def run_command(args: argparse.Namespace) -> int:
+    """``run``: train one model into ``--out`` and print a one-line JSON summary."""
     config = config_from_flags(args)
     result = train_and_evaluate(config, args.out, max_epochs_this_call=args.max_epochs_this_call,
                                 progress=args.progress)
@@ -94,19 +94,67 @@ def run_main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def sweep_command(args: argparse.Namespace) -> int:
+    """``sweep``: every (init, lr) into ``--out``; prints one JSON line per run."""
+    base = config_from_flags(args)
+    lrs = args.lrs or sweep.learning_rates(args.num_lrs, args.lr_min, args.lr_max, args.largest)
+    for entry in sweep.run_sweep(base, lrs, args.inits, args.out, progress=args.progress):
+        print(json.dumps(dataclasses.asdict(entry)))
+    return 0
+
+
+def plot_command(args: argparse.Namespace) -> int:
+    """``plot``: Figure 2's panes of a run or sweep directory into a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = plots.plot_figure2(args.results_dir, args.out, title=args.title, nc1=args.nc1)
+    plt.close(fig)
+    print(args.out)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser with the subcommands ``run``, ``sweep`` and ``plot``."""
+    raw = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(prog="python -m ntklib.experiment", description=__doc__, formatter_class=raw)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="train one model", description=__doc__, formatter_class=raw)
+    add_config_flags(run)
+    run.add_argument("--out", required=True, help="run directory (resumed if it holds a checkpoint)")
+    run.add_argument("--max-epochs-this-call", type=int, help="stop after this many epochs (resumable)")
+    run.set_defaults(handler=run_command)
+
+    grid = commands.add_parser("sweep", help="learning rates × inits", description=sweep.__doc__)
+    add_config_flags(grid, exclude=SWEPT_FIELDS)
+    grid.add_argument("--out", required=True, help="sweep root directory")
+    grid.add_argument("--inits", nargs="+", choices=INITS, default=list(INITS))
+    grid.add_argument("--lrs", nargs="+", type=float, help="explicit learning rates")
+    grid.add_argument("--num-lrs", type=int, default=30)
+    grid.add_argument("--lr-min", type=float, default=sweep.PAPER_LR_MIN)
+    grid.add_argument("--lr-max", type=float, default=sweep.PAPER_LR_MAX)
+    grid.add_argument("--largest", type=int, help="keep only this many of the largest rates")
+    grid.set_defaults(handler=sweep_command)
+
+    figure = commands.add_parser("plot", help="Figure 2 panes", description=plots.__doc__, formatter_class=raw)
+    figure.add_argument("results_dir", help="a run or sweep directory")
+    figure.add_argument("--out", required=True, help="PNG file to write")
+    figure.add_argument("--title")
+    figure.add_argument("--nc1", choices=tuple(plots.NC1_FORMS), default="nc1", help="NC1 form of panes b and f")
+    figure.set_defaults(handler=plot_command)
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Dispatch: ``sweep ...`` → :func:`ntklib.sweep.main`, ``plot ...`` → :func:`ntklib.plots.main`,
-    anything else → one run."""
+    """``python -m ntklib.experiment [run|sweep|plot] ...``; flags first means ``run``."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "sweep":
-        from ntklib import sweep
-
-        return sweep.main(argv[1:])
-    if argv and argv[0] == "plot":
-        from ntklib import plots
-
-        return plots.main(argv[1:])
-    return run_main(argv)
+    if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
+        argv = ["run", *argv]
+    args = build_parser().parse_args(argv)
+    return args.handler(args)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Block statistics of measured kernel matrices (paper §3 and §6; SPEC §2 and §7).
+"""Block statistics of measured kernel matrices (paper §3, Definition 3.1, and §6).
 
 Given per-output kernels ``Θ_c`` (C, N, N) on a class-sorted balanced batch (K classes, m samples
 each, N = K m), this module measures how close they are to the block structure of

@@ -1,4 +1,4 @@
-"""Exact empirical NTK blocks of a :class:`ntklib.models.Classifier` (paper §2.2, §3; SPEC §2, §7).
+"""Exact empirical NTK blocks of a :class:`ntklib.models.Classifier` (paper §2.2, §3).
 
 For a classifier z(x) = W h(θ, x) + b with features h (d outputs) and logits z (C outputs), the
 per-output kernels are
@@ -26,7 +26,7 @@ gives for batch-coupled layers.
 
 **Precision.** All contractions use ``precision=HIGHEST`` and the model itself is traced under
 ``jax.default_matmul_precision("highest")``: at the default GPU precision (TF32) a ResNet20 kernel
-mean was off by 1.4e-3 relative (SPEC §7). Float64 works unchanged: pass float64 inputs and
+mean was off by 1.4e-3 relative in our measurement. Float64 works unchanged: pass float64 inputs and
 parameters with ``jax_enable_x64`` on.
 
 **Memory.** The feature Jacobian of all N samples is N·d·P numbers. For ResNet20 at N = 120
@@ -45,13 +45,13 @@ Example:
     >>> variables = model.init(jax.random.key(0), x)                    # x: (6, 8) float32
     >>> ntk = block_ntk_fn(model, offdiag="norms")(variables, x)
     >>> ntk.logits.shape, ntk.features.shape, ntk.logits_norms.shape    # (3, 6, 6), (32, 6, 6), (3, 3)
-    >>> stats = kernel_statistics(model, variables, x, labels=[0, 0, 1, 1, 2, 2])
-    >>> stats.as_dict()["gamma_d"]
+
+The block statistics, alignments and invariant metrics of these kernels, as record columns, are in
+:mod:`ntklib.measure`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import functools
 from collections.abc import Callable, Mapping
@@ -63,9 +63,6 @@ import numpy as np
 from jax import Array, lax
 from numpy.typing import ArrayLike
 
-from ntklib import kernel_stats
-from ntklib.block_kernel import BlockKernel
-from ntklib.invariant import invariant_metrics
 
 __all__ = [
     "OffDiagonal",
@@ -74,9 +71,7 @@ __all__ = [
     "BlockNTK",
     "block_ntk_fn",
     "block_ntk",
-    "KernelStatistics",
-    "statistics_from_ntk",
-    "kernel_statistics",
+    "frobenius_norms",
 ]
 
 PyTree = Any
@@ -196,8 +191,8 @@ def _sum_einsum(spec: str, xs: list[Array], ys: list[Array]) -> Array:
     )
 
 
-def _norms(blocks: Array) -> Array:
-    """Frobenius norms over the last two axes."""
+def frobenius_norms(blocks: Array) -> Array:
+    """Frobenius norms over the last two axes: (..., N, N) -> (...)."""
     return jnp.sqrt(jnp.sum(jnp.square(blocks), axis=(-2, -1)))
 
 
@@ -262,12 +257,12 @@ def _block_ntk(
         gram = _sum_einsum("ip,jp->ij", rows, rows)  # (N·C, N·C)
         logits_full = gram.reshape(n, c, n, c).transpose(1, 3, 0, 2) + jnp.eye(c, dtype=dtype)[:, :, None, None] * head
         result["logits"] = jnp.diagonal(logits_full, axis1=0, axis2=1).transpose(2, 0, 1)
-        result["logits_norms"] = _norms(logits_full)
+        result["logits_norms"] = frobenius_norms(logits_full)
         if offdiag in (OffDiagonal.LOGITS, OffDiagonal.FULL):
             result["logits_full"] = logits_full
     if want_feat_off:
         features_full = jnp.concatenate(cross_rows)[:d, :d]  # (d, d, N, N)
-        result["features_norms"] = _norms(features_full)
+        result["features_norms"] = frobenius_norms(features_full)
         if offdiag is OffDiagonal.FULL:
             result["features_full"] = features_full
     return BlockNTK(**result)
@@ -336,158 +331,3 @@ def block_ntk(
 ) -> BlockNTK:
     """One-shot :func:`block_ntk_fn` (the jitted function is cached per model and options)."""
     return _cached_ntk_fn(model, OffDiagonal(offdiag), chunk_size, sample_chunk_size)(variables, x)
-
-
-@dataclasses.dataclass(frozen=True)
-class KernelStatistics:
-    """Block statistics of the NTK (γ) and the feature kernel (κ) on one balanced batch.
-
-    γ comes from Θ_cc (averaged over the C logits), κ from Θʰ_jj (averaged over the d features);
-    see :mod:`ntklib.kernel_stats` for the exact definitions. Norms are means of Frobenius norms:
-    ``diag_norm_*`` over the diagonal blocks, ``offdiag_norm_*`` over the off-diagonal ones, so
-    ``offdiag_norm / diag_norm`` measures the departure from Assumption 3.2. The off-diagonal norms
-    are None when the kernel was computed without those blocks (see :func:`kernel_statistics`).
-    """
-
-    gamma: BlockKernel
-    kappa: BlockKernel
-    gamma_per_class: np.ndarray
-    """(K, 3) per-class (d, c, n) of Θ_cc, see :func:`ntklib.kernel_stats.per_class_block_statistics`."""
-    kappa_per_class: np.ndarray
-    """(K, 3) per-class (d, c, n) of Θʰ_jj."""
-    alignment_logits: float
-    """A(Σ_c Θ_cc, YᵀY)."""
-    alignment_features: float
-    """A(Σ_j Θʰ_jj, YᵀY)."""
-    block_fit_error_logits: float
-    block_fit_error_features: float
-    diag_norm_logits: float
-    offdiag_norm_logits: float | None
-    diag_norm_features: float
-    offdiag_norm_features: float | None
-    features: np.ndarray
-    """H (d, N), the batch features (eval mode)."""
-    weights: np.ndarray
-    """W (C, d)."""
-    bias: np.ndarray
-    """b (C,)."""
-    invariant: dict[str, float] | None = None
-    """:func:`ntklib.invariant.invariant_metrics` (W, H, κ) when κ is positive definite, else None."""
-
-    def as_dict(self) -> dict[str, float]:
-        """Flat scalars for a results record.
-
-        Keys: ``gamma_{d,c,n}``, ``kappa_{d,c,n}``, ``gamma_{lam0,lamc,lammax}``,
-        ``kappa_{lam0,lamc,lammax}``, ``align_ntk``, ``align_feat``, ``block_fit_ntk``,
-        ``block_fit_feat``, ``diag_norm_ntk``, ``offdiag_norm_ntk``, ``offdiag_ratio_ntk``, the same
-        three with ``_feat`` (the off-diagonal keys only when measured), per-class values
-        ``gamma_{d,c,n}_class{k}`` and ``kappa_..._class{k}``, and the invariant metrics (prefixed
-        ``inv_``) when available.
-        """
-        out: dict[str, float] = {}
-        for name, bk, per_class in (
-            ("gamma", self.gamma, self.gamma_per_class),
-            ("kappa", self.kappa, self.kappa_per_class),
-        ):
-            out[f"{name}_d"], out[f"{name}_c"], out[f"{name}_n"] = bk.diag, bk.same_class, bk.other_class
-            for key, value in bk.eigenvalues()._asdict().items():
-                out[f"{name}_{key}"] = float(value)
-            for k, row in enumerate(np.asarray(per_class)):
-                for j, part in enumerate("dcn"):
-                    out[f"{name}_{part}_class{k}"] = float(row[j])
-        out["align_ntk"] = self.alignment_logits
-        out["align_feat"] = self.alignment_features
-        out["block_fit_ntk"] = self.block_fit_error_logits
-        out["block_fit_feat"] = self.block_fit_error_features
-        for suffix, diag, off in (
-            ("ntk", self.diag_norm_logits, self.offdiag_norm_logits),
-            ("feat", self.diag_norm_features, self.offdiag_norm_features),
-        ):
-            out[f"diag_norm_{suffix}"] = diag
-            if off is not None:
-                out[f"offdiag_norm_{suffix}"] = off
-                out[f"offdiag_ratio_{suffix}"] = off / diag
-        if self.invariant is not None:
-            out.update({f"inv_{key}": float(value) for key, value in self.invariant.items()})
-        return {key: float(value) for key, value in out.items()}
-
-
-def _block_norm_means(diagonal_blocks: Array, norms: Array | None) -> tuple[float, float | None]:
-    """(mean ‖diagonal block‖_F, mean ‖off-diagonal block‖_F or None when ``norms`` is None)."""
-    if norms is None:
-        return float(np.mean(np.asarray(_norms(diagonal_blocks), dtype=np.float64))), None
-    return kernel_stats.block_norms(norms)
-
-
-def statistics_from_ntk(ntk: BlockNTK, labels: ArrayLike, weights: ArrayLike, bias: ArrayLike) -> KernelStatistics:
-    """:class:`KernelStatistics` of an already computed :class:`BlockNTK`.
-
-    The off-diagonal block norms are those the kernel was computed with: ``offdiag`` "logits"
-    gives the NTK's, "norms" or "full" also the feature kernel's; the others are None.
-    """
-    k, m = kernel_stats.balanced_batch_sizes(labels, num_samples=ntk.logits.shape[-1])
-    sizes = {"num_classes": k, "per_class": m}
-    logits, features = np.asarray(ntk.logits), np.asarray(ntk.features)
-    gamma = kernel_stats.block_statistics(logits, **sizes)
-    kappa = kernel_stats.block_statistics(features, **sizes)
-    diag_l, off_l = _block_norm_means(ntk.logits, ntk.logits_norms)
-    diag_f, off_f = _block_norm_means(ntk.features, ntk.features_norms)
-    h = np.asarray(ntk.h).T  # (d, N)
-    w = np.asarray(weights)
-    invariant = None
-    if kappa.is_positive_definite():
-        invariant = invariant_metrics(jnp.asarray(w, h.dtype), jnp.asarray(h), kappa)
-    return KernelStatistics(
-        gamma=gamma,
-        kappa=kappa,
-        gamma_per_class=kernel_stats.per_class_block_statistics(logits, **sizes),
-        kappa_per_class=kernel_stats.per_class_block_statistics(features, **sizes),
-        alignment_logits=kernel_stats.label_alignment(logits, **sizes),
-        alignment_features=kernel_stats.label_alignment(features, **sizes),
-        block_fit_error_logits=kernel_stats.block_fit_error(logits, **sizes),
-        block_fit_error_features=kernel_stats.block_fit_error(features, **sizes),
-        diag_norm_logits=diag_l,
-        offdiag_norm_logits=off_l,
-        diag_norm_features=diag_f,
-        offdiag_norm_features=off_f,
-        features=h,
-        weights=w,
-        bias=np.asarray(bias),
-        invariant=invariant,
-    )
-
-
-def kernel_statistics(
-    model,
-    variables: PyTree,
-    x: ArrayLike,
-    labels: ArrayLike,
-    *,
-    chunk_size: int | None = None,
-    offdiag: OffDiagonal | str = OffDiagonal.LOGITS,
-) -> KernelStatistics:
-    """All kernel metrics of SPEC §7 on one class-sorted balanced batch (the training loop's call).
-
-    Computes Θ_cc, Θʰ_jj and the off-diagonal blocks that ``offdiag`` asks for (:func:`block_ntk`),
-    then their exact block statistics, per-class values, label alignments, block-fit errors,
-    diagonal / off-diagonal norms, and the invariant metrics from the measured κ.
-
-    Args:
-        model: a :class:`~ntklib.models.Classifier`.
-        variables: its variables (BatchNorm running statistics are used: eval mode).
-        x: (N, ...) inputs, sorted by class, balanced.
-        labels: (N,) class labels (sorted, equal counts, at least 2 per class).
-        chunk_size: feature neurons per Jacobian chunk (memory bound, see :mod:`ntklib.ntk`).
-        offdiag: which off-diagonal norms to measure. "logits" (default) gives ‖Θ_{cc'}‖ for
-            C²N²P flops; "norms" adds the feature cross-blocks ‖Θʰ_{jj'}‖, which cost d²N²P flops,
-            d times the diagonal blocks' dN²P (64 times for ResNet20); "none" gives neither.
-
-    Raises:
-        ValueError: naming ``labels`` for an unsorted or unbalanced batch, ``variables`` without a
-            features/classifier split.
-    """
-    x = jnp.asarray(x)
-    kernel_stats.balanced_batch_sizes(labels, num_samples=x.shape[0])
-    ntk = block_ntk(model, variables, x, offdiag=OffDiagonal(offdiag), chunk_size=chunk_size)
-    head = variables["params"]["classifier"]
-    return statistics_from_ntk(ntk, labels, np.asarray(head["kernel"]).T, np.asarray(head["bias"]))

@@ -10,27 +10,26 @@ Panes (our reading of the paper's figure; the extracted text lost the captions' 
 - j, final label alignment of the NTK Θ and of the feature kernel Θʰ.
 
 Every function takes the tidy frame of :func:`ntklib.results.load_runs` and optional axes, so a
-notebook can draw one pane; :func:`plot_figure2` draws all of them and saves a PNG. NC1 panes show
+notebook can draw one pane; :func:`plot_figure2` draws all of them and saves a PNG
+(``python -m ntklib.experiment plot``). Every column named here is a column of
+:data:`ntklib.measure.COLUMNS` (checked when the module is imported). NC1 panes show
 the paper's within-class standard deviation (``nc1="nc1"``) or the scale-free trace form
 tr(Σ_W Σ_B⁺)/K (``nc1="nc1_trace"``), see :mod:`ntklib.collapse`.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-
-from ntklib import results
+from ntklib import measure, results
 
 CURVES = (
     ("test_accuracy", "test accuracy", "(a) test accuracy"),
     ("nc1", "NC1 (within-class std)", "(b) NC1"),
     ("nc2", "NC2 (distance to simplex ETF)", "(c) NC2"),
     ("nc3", "NC3 (distance to self-duality)", "(d) NC3"),
-    ("inv_invariant_alignment", "alignment ⟨WᵀW, HK⁻¹Hᵀ⟩", "(e) invariant alignment"),
+    ("invariant_alignment", "alignment ⟨WᵀW, HK⁻¹Hᵀ⟩", "(e) invariant alignment"),
 )
 FINALS = (
     ("nc1", "final NC1 (within-class std)", "(f) NC1"),
@@ -39,8 +38,12 @@ FINALS = (
     ("test_accuracy", "final test accuracy", "(f–h) test accuracy"),
 )
 NC1_FORMS = {"nc1": "within-class std", "nc1_trace": "tr(Σ_W Σ_B⁺)/K"}
-INVARIANT_TERMS = (("inv_mmt_norm", "‖MMᵀ‖"), ("inv_h2h2t_norm", "‖H₂H₂ᵀ‖"), ("inv_mean_outer_norm", "‖h̄h̄ᵀ‖"))
+INVARIANT_TERMS = (("mmt_norm", "‖MMᵀ‖"), ("h2h2t_norm", "‖H₂H₂ᵀ‖"), ("mean_outer_norm", "‖h̄h̄ᵀ‖"))
 ALIGNMENTS = (("align_ntk", "NTK Θ"), ("align_feat", "feature kernel Θʰ"))
+for _spec in (*CURVES, *FINALS, *INVARIANT_TERMS, *ALIGNMENTS):
+    measure.column(_spec[0])  # a pane of a column that no record has would stay empty
+for _form in NC1_FORMS:
+    measure.column(_form)
 
 
 def _pyplot():
@@ -185,25 +188,3 @@ def plot_figure2(runs, path: str | Path | None = None, *, title: str | None = No
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=110)
     return fig
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m ntklib.experiment plot RESULTS_DIR --out FIGURE.png``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    parser = argparse.ArgumentParser(prog="python -m ntklib.experiment plot", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("results_dir", help="a run or sweep directory")
-    parser.add_argument("--out", required=True, help="PNG file to write")
-    parser.add_argument("--title")
-    parser.add_argument("--nc1", choices=tuple(NC1_FORMS), default="nc1", help="NC1 form of panes b and f")
-    args = parser.parse_args(argv)
-    fig = plot_figure2(args.results_dir, args.out, title=args.title, nc1=args.nc1)
-    _pyplot().close(fig)
-    print(args.out)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -5,11 +5,14 @@ One run lives in one directory::
     config.json      the TrainConfig and the environment (jax/flax versions, device kind)
     metrics.jsonl    one tidy record per evaluation (epoch, losses, accuracies, NC, kernel, invariant)
     status.json      {"status": "running" | "finished" | "diverged", "epoch": ...}
-    checkpoint.msgpack, checkpoint.json   the last training state and its epoch (for resuming)
+    checkpoint.msgpack   the last training state and its epoch (for resuming)
 
 Every write goes to a temporary file in the same directory, is flushed and fsynced, and replaces
 the target with :func:`os.replace` — a killed run leaves either the old or the new file, never a
-half-written one. ``metrics.jsonl`` loads with ``pandas.read_json(path, lines=True)``.
+half-written one. ``metrics.jsonl`` loads with ``pandas.read_json(path, lines=True)``; its columns
+are defined in :data:`ntklib.measure.COLUMNS`. :class:`RunDir` owns one run's files; the training
+loop (:func:`ntklib.train.train_and_evaluate`) writes through it, or through :class:`NullRunDir`
+when it keeps everything in memory.
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.json"
 STATUS_FILE = "status.json"
 CHECKPOINT_FILE = "checkpoint.msgpack"
-CHECKPOINT_META_FILE = "checkpoint.json"
 
 
 def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:
@@ -87,11 +89,6 @@ def write_records(run_dir: str | os.PathLike, records: list[dict]) -> None:
     write_atomic(Path(run_dir) / METRICS_FILE, lines)
 
 
-def append_record(run_dir: str | os.PathLike, record: dict) -> None:
-    """Append one record by rewriting the file atomically (runs hold a few hundred records)."""
-    write_records(run_dir, [*read_records(run_dir), record])
-
-
 def read_status(run_dir: str | os.PathLike) -> str | None:
     """"running", "finished", "diverged" or None (never started)."""
     status = read_json(Path(run_dir) / STATUS_FILE)
@@ -101,6 +98,86 @@ def read_status(run_dir: str | os.PathLike) -> str | None:
 def write_status(run_dir: str | os.PathLike, status: str, **extra: Any) -> None:
     """Atomically record the run's status."""
     write_json(Path(run_dir) / STATUS_FILE, {"status": status, **extra})
+
+
+class RunDir:
+    """One run's directory: its config, metric records, status and checkpoint, all written
+    atomically.
+
+    Example:
+        >>> run = RunDir("runs/one")                       # doctest: +SKIP
+        >>> run.begin(config.to_dict())                    # None, or the status of an earlier run
+        >>> run.write_records(records); run.write_status("running", epoch=2)
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def begin(self, config: dict[str, Any]) -> str | None:
+        """Create the directory and write ``config`` (with :func:`environment`) unless the run was
+        started before; returns the earlier run's status (None for a new run).
+
+        Raises:
+            ValueError: naming ``config`` when the directory holds a run of a different config.
+        """
+        self.path.mkdir(parents=True, exist_ok=True)
+        saved = read_json(self.path / CONFIG_FILE)
+        if saved is None:
+            write_json(self.path / CONFIG_FILE, {"config": config, "environment": environment()})
+        elif saved.get("config") != json_safe(config):
+            raise ValueError(f"config: {self.path} holds a run with a different config: {saved.get('config')}")
+        return read_status(self.path)
+
+    def read_records(self) -> list[dict]:
+        return read_records(self.path)
+
+    def write_records(self, records: list[dict]) -> None:
+        write_records(self.path, records)
+
+    def write_status(self, status: str, **extra: Any) -> None:
+        write_status(self.path, status, **extra)
+
+    def save_checkpoint(self, target: Any, epoch: int) -> None:
+        """Atomically save the pytree ``target`` and its epoch (msgpack, :mod:`flax.serialization`)."""
+        import flax.serialization
+
+        payload = {"state": target, "epoch": epoch}
+        write_atomic(self.path / CHECKPOINT_FILE, flax.serialization.to_bytes(payload))
+
+    def load_checkpoint(self, template: Any) -> tuple[Any, int] | None:
+        """(the saved pytree, shaped like ``template``, and its epoch), or None without a checkpoint."""
+        import flax.serialization
+
+        path = self.path / CHECKPOINT_FILE
+        if not path.exists():
+            return None
+        restored = flax.serialization.from_bytes({"state": template, "epoch": 0}, path.read_bytes())
+        return restored["state"], int(restored["epoch"])
+
+
+class NullRunDir(RunDir):
+    """A run kept in memory: every write is dropped, nothing is ever read back."""
+
+    def __init__(self) -> None:
+        self.path = None
+
+    def begin(self, config: dict[str, Any]) -> str | None:
+        return None
+
+    def read_records(self) -> list[dict]:
+        return []
+
+    def write_records(self, records: list[dict]) -> None:
+        pass
+
+    def write_status(self, status: str, **extra: Any) -> None:
+        pass
+
+    def save_checkpoint(self, target: Any, epoch: int) -> None:
+        pass
+
+    def load_checkpoint(self, template: Any) -> tuple[Any, int] | None:
+        return None
 
 
 def environment() -> dict[str, Any]:

@@ -4,13 +4,12 @@ Layout: ``<root>/<init>/lr_<lr:.4e>/`` is one run directory (:mod:`ntklib.result
 can be stopped and restarted at will: finished and diverged runs are skipped, an interrupted run
 resumes from its checkpoint, and a run that diverges (NaN/inf loss, status "diverged") or fails
 with an exception (status "failed", the message in ``status.json``) does not stop the others.
+The command line is ``python -m ntklib.experiment sweep`` (:mod:`ntklib.experiment`).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import sys
 import traceback
 from collections.abc import Sequence
@@ -83,30 +82,3 @@ def run_sweep(
             if progress:
                 print(f"[sweep] {init} lr={lr:.4e}: {status}", file=sys.stderr)
     return entries
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m ntklib.experiment sweep [flags]`` (or ``python -m ntklib.sweep``)."""
-    from ntklib.experiment import add_config_flags, config_from_flags
-
-    parser = argparse.ArgumentParser(prog="python -m ntklib.experiment sweep", description=__doc__)
-    add_config_flags(parser, with_lr=False)
-    parser.add_argument("--out", required=True, help="sweep root directory")
-    parser.add_argument("--inits", nargs="+", choices=INITS, default=list(INITS))
-    parser.add_argument("--lrs", nargs="+", type=float, help="explicit learning rates")
-    parser.add_argument("--num-lrs", type=int, default=30)
-    parser.add_argument("--lr-min", type=float, default=PAPER_LR_MIN)
-    parser.add_argument("--lr-max", type=float, default=PAPER_LR_MAX)
-    parser.add_argument("--largest", type=int, help="keep only this many of the largest rates")
-    args = parser.parse_args(argv)
-    args.init, args.lr = None, None
-    base = config_from_flags(args)
-    lrs = args.lrs or learning_rates(args.num_lrs, args.lr_min, args.lr_max, args.largest)
-    entries = run_sweep(base, lrs, args.inits, args.out, progress=args.progress)
-    for entry in entries:
-        print(json.dumps(dataclasses.asdict(entry)))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

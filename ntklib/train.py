@@ -1,9 +1,9 @@
-"""Training loop of the paper's experiments (§6, Appendix C) with the NC / NTK / invariant metrics.
+"""Training protocol and loop of the paper's experiments (§6, Appendix C).
 
-Protocol (SPEC §8), all set by :class:`TrainConfig`:
+The protocol, all set by :class:`TrainConfig`:
 
 - loss: MSE to one-hot targets, ``mean(½ (z − y)²)`` over batch *and* classes (the released
-  code's convention), or cross-entropy (``loss="ce"``, Appendix C.2);
+  code's convention), or cross-entropy (``loss="ce"``, Appendix C.2); :func:`per_sample_loss`;
 - SGD with Nesterov momentum 0.9; weight decay 5e-4 added to the gradient of every weight tensor of
   rank > 1 (an L2 penalty ½·wd·‖w‖² on kernels, none on biases or BatchNorm);
 - 400 epochs, learning rate ÷10 every 120 epochs — for shorter runs the decay epochs scale
@@ -13,15 +13,17 @@ Protocol (SPEC §8), all set by :class:`TrainConfig`:
 One jit-compiled call trains a whole epoch: the training set stays on the device and a
 ``jax.lax.scan`` runs the steps over the epoch's index array, so there is no per-step Python.
 
-Every ``eval_every`` epochs (and at epoch 0 and the last epoch) one record is written with:
-epoch-average train loss/accuracy (train mode, as the steps saw them), test loss/accuracy on the
-full test set (eval mode), NC1–NC4 on the last training batch (eval-mode features), and, with
-``kernel_metrics``, the exact NTK statistics of that batch (:func:`ntklib.ntk.kernel_statistics`)
-and the invariant metrics with the measured κ (:func:`ntklib.invariant.invariant_metrics`) — at
-every record, or only every ``kernel_every`` epochs when the kernels cost more than training.
+Every ``eval_every`` epochs (and at epoch 0 and the last epoch) one record is written: epoch-average
+train loss/accuracy (train mode, as the steps saw them), test loss/accuracy on the full test set
+(eval mode), and what :func:`ntklib.measure.measure_batch` measures on the last training batch —
+NC1–NC4 and, with ``kernel_metrics``, the exact NTK statistics and the invariant metrics (at every
+record, or only every ``kernel_every`` epochs when the kernels cost more than training). The
+columns are defined in :data:`ntklib.measure.COLUMNS`.
 
-Runs write to a directory (:mod:`ntklib.results`), checkpoint at every evaluation and resume when
+Runs write to a :class:`ntklib.results.RunDir`, checkpoint at every evaluation and resume when
 restarted with the same directory; a NaN/inf loss ends the run with status ``"diverged"``.
+``train_and_evaluate(..., on_epoch=f)`` calls ``f(epoch, state)`` after every epoch, so a caller
+can measure the states of chosen epochs on the library's own loop.
 """
 
 from __future__ import annotations
@@ -33,7 +35,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -41,9 +42,11 @@ import optax
 from tqdm import tqdm  # the text bar: tqdm.auto needs ipywidgets in notebooks and warns without it
 from flax.training import train_state
 
-from ntklib import collapse, ntk, results
-from ntklib.data import Dataset, balanced_batches, default_image_size, load_dataset, per_class_batch, steps_per_epoch
-from ntklib.models import Classifier, build_model
+from ntklib import measure
+from ntklib.data import DATASETS, Dataset, balanced_batches, default_image_size, load_dataset, per_class_batch, steps_per_epoch
+from ntklib.models import ARCHS, INITS, Classifier, build_model
+from ntklib.ntk import OffDiagonal
+from ntklib.results import NullRunDir, RunDir, json_safe
 
 REFERENCE_EPOCHS = 400
 """The paper's run length; ``lr_decay_every`` is given relative to it."""
@@ -51,73 +54,64 @@ REFERENCE_EPOCHS = 400
 LOSSES = ("mse", "ce")
 
 
+EPOCH_MODES = ("auto", "scan", "loop")
+OFFDIAG_MODES = tuple(mode.value for mode in OffDiagonal)
+
+
+def _option(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
+    """A :class:`TrainConfig` field whose description (and valid values) live in its metadata, so
+    the command line (:mod:`ntklib.experiment`) and the documentation read them from one place."""
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices})
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Everything that defines one training run. ``TrainConfig()`` is the paper's protocol for
-    ResNet20 on MNIST; :meth:`tiny` is the seconds-long CPU variant the tests use.
+    ResNet20 on MNIST; :meth:`tiny` is the seconds-long CPU variant the tests use. Every field is
+    described once, in its metadata (``dataclasses.fields(TrainConfig)``: ``metadata["help"]`` and
+    the valid values ``metadata["choices"]``)."""
 
-    Attributes:
-        arch: :data:`ntklib.models.ARCHS`.
-        dataset: :data:`ntklib.data.DATASETS`.
-        init: :data:`ntklib.models.INITS`.
-        lr: initial learning rate.
-        epochs: number of epochs.
-        batch_size: K·m, a multiple of the number of classes.
-        loss: "mse" or "ce".
-        momentum, nesterov: SGD momentum.
-        weight_decay: L2 coefficient on weight tensors of rank > 1.
-        lr_decay_every: epochs between ÷10 decays *in a 400-epoch run*; scaled by epochs/400.
-        lr_decay_factor: multiplier at every decay.
-        eval_every: epochs between metric records.
-        seed: parameter initialisation and data shuffling.
-        data_dir: tfds data directory (None: tfds default).
-        image_size: input size; None: :func:`ntklib.data.default_image_size` (32 for VGG on
-            MNIST/FashionMNIST, else native).
-        eval_batch_size: batch size of the test-set evaluation.
-        kernel_metrics: compute the NTK statistics and invariant metrics.
-        kernel_every: epochs between records with kernel metrics, a multiple of ``eval_every``
-            (epoch 0 and the last epoch always have them). None: every record.
-        ntk_per_class: samples per class of the last batch used for the NTK. None: the paper's
-            choice, 4 for VGG (its Jacobians are too large) and the whole batch otherwise.
-        ntk_chunk_size: feature neurons per Jacobian chunk (:func:`ntklib.ntk.kernel_statistics`).
-            None: 8 for VGG (≈ 30–45 GB peak at 40 samples), all d at once otherwise.
-        ntk_offdiag: off-diagonal block norms to record, :class:`ntklib.ntk.OffDiagonal`:
-            "logits" (default, cheap), "norms" (also the feature kernel's, d times the cost of its
-            diagonal blocks) or "none".
-        epoch_mode: "scan" (one jitted epoch), "loop" (jitted step, Python loop) or "auto"
-            (:func:`resolve_epoch_mode`: loop on CPU, scan elsewhere). Not part of the numbers.
-    """
-
-    arch: str = "resnet20"
-    dataset: str = "mnist"
-    init: str = "flax"
-    lr: float = 0.01
-    epochs: int = 400
-    batch_size: int = 120
-    loss: str = "mse"
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 5e-4
-    lr_decay_every: int = 120
-    lr_decay_factor: float = 0.1
-    eval_every: int = 2
-    seed: int = 0
-    data_dir: str | None = None
-    image_size: int | None = None
-    eval_batch_size: int = 1000
-    kernel_metrics: bool = True
-    kernel_every: int | None = None
-    ntk_per_class: int | None = None
-    ntk_chunk_size: int | None = None
-    ntk_offdiag: str = "logits"
-    epoch_mode: str = "auto"
+    arch: str = _option("resnet20", "architecture", ARCHS)
+    dataset: str = _option("mnist", "dataset", DATASETS)
+    init: str = _option("flax", "parameter initialisation", INITS)
+    lr: float = _option(0.01, "initial learning rate")
+    epochs: int = _option(400, "number of epochs")
+    batch_size: int = _option(120, "K·m samples per batch, a multiple of the number of classes")
+    loss: str = _option("mse", "training loss (ce: Appendix C.2)", LOSSES)
+    momentum: float = _option(0.9, "SGD momentum")
+    nesterov: bool = _option(True, "Nesterov momentum")
+    weight_decay: float = _option(5e-4, "L2 coefficient on weight tensors of rank > 1")
+    lr_decay_every: int = _option(120, "epochs between ÷10 decays in a 400-epoch run; scaled by epochs/400")
+    lr_decay_factor: float = _option(0.1, "learning-rate multiplier at every decay")
+    eval_every: int = _option(2, "epochs between metric records")
+    seed: int = _option(0, "seed of the parameter initialisation and of the data shuffling")
+    data_dir: str | None = _option(None, "tfds data directory (default: tfds's own)")
+    image_size: int | None = _option(
+        None, "input size (default: 32 for VGG on MNIST/FashionMNIST, else native; "
+        "ntklib.data.default_image_size)")
+    eval_batch_size: int = _option(1000, "batch size of the test-set evaluation")
+    kernel_metrics: bool = _option(True, "record the NTK statistics and the invariant metrics")
+    kernel_every: int | None = _option(
+        None, "epochs between records with kernel metrics, a multiple of eval_every (epoch 0 and the "
+        "last epoch always have them; default: every record)")
+    ntk_per_class: int | None = _option(
+        None, "samples per class of the last batch used for the NTK (default: 4 for VGG, whose "
+        "Jacobians are too large, else the whole batch)")
+    ntk_chunk_size: int | None = _option(
+        None, "feature neurons per Jacobian chunk (default: 8 for VGG, all d at once otherwise)")
+    ntk_offdiag: str = _option(
+        "logits", "off-diagonal block norms to record: logits (cheap), norms (also the feature "
+        "kernel's, d times the cost of its diagonal blocks) or none", OFFDIAG_MODES)
+    epoch_mode: str = _option(
+        "auto", "one jitted lax.scan per epoch, or a Python loop of jitted steps (auto: loop on CPU); "
+        "not part of the numbers", EPOCH_MODES)
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}; valid choices: {', '.join(LOSSES)}")
         resolve_epoch_mode(self.epoch_mode)
-        if self.ntk_offdiag not in {mode.value for mode in ntk.OffDiagonal}:
-            valid = ", ".join(mode.value for mode in ntk.OffDiagonal)
+        if self.ntk_offdiag not in OFFDIAG_MODES:
+            valid = ", ".join(OFFDIAG_MODES)
             raise ValueError(f"unknown ntk_offdiag {self.ntk_offdiag!r}; valid choices: {valid}")
         if self.epochs < 1 or self.eval_every < 1:
             raise ValueError(f"epochs and eval_every must be >= 1, got {self.epochs}, {self.eval_every}")
@@ -165,6 +159,13 @@ class TrainConfig:
             return False
         return epoch % (self.kernel_every or self.eval_every) == 0 or epoch == self.epochs
 
+    def measure_options(self, epoch: int | None = None) -> dict[str, Any]:
+        """Keyword arguments of :func:`ntklib.measure.measure_batch` for the record of ``epoch``
+        (None: with kernels when ``kernel_metrics``)."""
+        per_class, chunk_size = self.ntk_settings
+        kernels = self.kernel_metrics if epoch is None else self.kernels_at(epoch)
+        return dict(kernels=kernels, per_class=per_class, chunk_size=chunk_size, offdiag=self.ntk_offdiag)
+
     @property
     def input_size(self) -> int | None:
         return self.image_size if self.image_size is not None else default_image_size(self.arch, self.dataset)
@@ -180,6 +181,11 @@ class TrainState(train_state.TrainState):
     """Flax's TrainState plus the BatchNorm running statistics."""
 
     batch_stats: Any = None
+
+    @property
+    def variables(self) -> dict[str, Any]:
+        """``{"params": ..., "batch_stats": ...}``, what ``model.apply`` takes."""
+        return {"params": self.params, "batch_stats": self.batch_stats}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,15 +228,21 @@ def _rank_above_one(params):
     return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
-def compute_loss(logits: jax.Array, labels: jax.Array, loss: str = "mse") -> jax.Array:
-    """Mean loss of (B, K) logits against (B,) integer labels.
+def per_sample_loss(logits: jax.Array, labels: jax.Array, loss: str = "mse") -> jax.Array:
+    """Loss of every sample, (B,), of (B, K) logits against (B,) integer labels.
 
-    "mse": mean over batch and classes of ½(z − y)² with one-hot y; "ce": mean softmax cross-entropy.
+    "mse": mean over classes of ½(z − y)² with one-hot y; "ce": softmax cross-entropy.
     """
     onehot = jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
     if loss == "mse":
-        return 0.5 * jnp.mean((logits - onehot) ** 2)
-    return jnp.mean(optax.softmax_cross_entropy(logits, onehot))
+        return 0.5 * jnp.mean((logits - onehot) ** 2, axis=-1)
+    return optax.softmax_cross_entropy(logits, onehot)
+
+
+def compute_loss(logits: jax.Array, labels: jax.Array, loss: str = "mse") -> jax.Array:
+    """Mean of :func:`per_sample_loss` over the batch: for "mse" the mean over batch *and* classes
+    of ½(z − y)², the released code's convention."""
+    return jnp.mean(per_sample_loss(logits, labels, loss))
 
 
 def create_train_state(
@@ -273,9 +285,6 @@ def train_step(state: TrainState, images: jax.Array, labels: jax.Array, lr: jax.
     new_state = jax.tree.map(lambda new, old: new.astype(old.dtype), new_state, state)
     accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
     return new_state, value, accuracy
-
-
-EPOCH_MODES = ("auto", "scan", "loop")
 
 
 def resolve_epoch_mode(mode: str = "auto") -> str:
@@ -336,12 +345,8 @@ def make_evaluate(loss: str, batch_size: int, mode: str = "auto") -> Callable:
     mode = resolve_epoch_mode(mode)
 
     def batch_totals(state, x, y, m):
-        logits = state.apply_fn({"params": state.params, "batch_stats": state.batch_stats}, x, train=False)
-        onehot = jax.nn.one_hot(y, logits.shape[-1], dtype=logits.dtype)
-        if loss == "mse":
-            per_sample = 0.5 * jnp.mean((logits - onehot) ** 2, axis=-1)
-        else:
-            per_sample = optax.softmax_cross_entropy(logits, onehot)
+        logits = state.apply_fn(state.variables, x, train=False)
+        per_sample = per_sample_loss(logits, y, loss)
         loss_sum = jnp.sum(jnp.where(m, per_sample, 0.0)).astype(jnp.float32)
         return loss_sum, jnp.sum((jnp.argmax(logits, -1) == y) & m, dtype=jnp.int32)
 
@@ -381,83 +386,6 @@ def make_evaluate(loss: str, batch_size: int, mode: str = "auto") -> Callable:
 
 
 # ---------------------------------------------------------------------------------------------
-# Metrics of the last training batch
-# ---------------------------------------------------------------------------------------------
-
-
-def extract_features(model: Classifier, variables: dict, images: jax.Array) -> jax.Array:
-    """Eval-mode last-layer features H of shape (d, N) (one column per sample)."""
-    h = model.apply(variables, images, method=lambda m, x: m.features(x, train=False))
-    return h.T
-
-
-def collapse_metrics(weights: jax.Array, bias: jax.Array, features: jax.Array, labels: jax.Array) -> dict[str, float]:
-    """NC1 (paper's std form ``nc1`` and trace form ``nc1_trace``), ``nc2``, ``nc3``, ``nc4`` of
-    W (K, d), b (K,), H (d, N) and labels (N,) (:mod:`ntklib.collapse`)."""
-    values = {
-        "nc1": collapse.nc1_within_class_std(features, labels),
-        "nc1_trace": collapse.nc1_trace(features, labels),
-        "nc2": collapse.nc2_etf_distance(features, labels),
-        "nc3": collapse.nc3_self_duality(weights, features, labels),
-        "nc4": collapse.nc4_ncc_mismatch(weights, bias, features, labels),
-    }
-    return {name: float(value) for name, value in values.items()}
-
-
-def kernel_metrics(
-    model: Classifier,
-    variables: dict,
-    images: jax.Array,
-    labels: jax.Array,
-    *,
-    chunk_size: int | None = None,
-    offdiag: str = "logits",
-) -> dict[str, float]:
-    """Exact NTK statistics of a class-sorted balanced batch and the invariant metrics with the
-    measured feature kernel κ: :meth:`ntklib.ntk.KernelStatistics.as_dict` of
-    :func:`ntklib.ntk.kernel_statistics` (keys ``gamma_*``, ``kappa_*``, ``align_*``,
-    ``block_fit_*``, ``*_norm_*`` and ``inv_*`` from :func:`ntklib.invariant.invariant_metrics`,
-    present when the measured K_κ is positive definite)."""
-    stats = ntk.kernel_statistics(model, variables, images, labels, chunk_size=chunk_size, offdiag=offdiag)
-    return stats.as_dict()
-
-
-def measure_batch(
-    model: Classifier,
-    variables: dict,
-    images: jax.Array,
-    labels: jax.Array,
-    *,
-    config: TrainConfig,
-    kernels: bool | None = None,
-) -> dict[str, float]:
-    """NC metrics and (if ``kernels``, by default ``config.kernel_metrics``) kernel and invariant
-    metrics of one class-sorted balanced batch, all in eval mode."""
-    features = extract_features(model, variables, images)
-    params = variables["params"]["classifier"]
-    weights, bias = params["kernel"].T, params["bias"]
-    values = collapse_metrics(weights, bias, features, labels)
-    if kernels is None:
-        kernels = config.kernel_metrics
-    if kernels:
-        per_class, chunk_size = config.ntk_settings
-        if per_class is not None:
-            images, labels = subsample_per_class(images, labels, per_class)
-        values.update(
-            kernel_metrics(model, variables, images, labels, chunk_size=chunk_size, offdiag=config.ntk_offdiag)
-        )
-    return values
-
-
-def subsample_per_class(images: jax.Array, labels: jax.Array, per_class: int):
-    """The first ``per_class`` samples of every class, sorted by class: a balanced probe batch from
-    any labelled set (the last training batch, or a whole dataset)."""
-    labels = np.asarray(labels)
-    keep = np.concatenate([np.flatnonzero(labels == k)[:per_class] for k in range(int(labels.max()) + 1)])
-    return images[keep], labels[keep]
-
-
-# ---------------------------------------------------------------------------------------------
 # The run
 # ---------------------------------------------------------------------------------------------
 
@@ -472,23 +400,19 @@ class RunResult:
     state: TrainState | None = None
 
 
-def _save_checkpoint(out_dir: Path, state: TrainState, epoch: int) -> None:
-    payload = {"state": {"params": state.params, "batch_stats": state.batch_stats,
-                         "opt_state": state.opt_state, "step": state.step}, "epoch": epoch}
-    results.write_atomic(out_dir / results.CHECKPOINT_FILE, flax.serialization.to_bytes(payload))
+def _checkpoint_target(state: TrainState) -> dict[str, Any]:
+    """The parts of a state that a checkpoint holds."""
+    return {"params": state.params, "batch_stats": state.batch_stats, "opt_state": state.opt_state, "step": state.step}
 
 
-def _load_checkpoint(out_dir: Path, state: TrainState) -> tuple[TrainState, int] | None:
-    path = out_dir / results.CHECKPOINT_FILE
-    if not path.exists():
-        return None
-    template = {"state": {"params": state.params, "batch_stats": state.batch_stats,
-                          "opt_state": state.opt_state, "step": state.step}, "epoch": 0}
-    restored = flax.serialization.from_bytes(template, path.read_bytes())
-    s = restored["state"]
-    state = state.replace(params=s["params"], batch_stats=s["batch_stats"], opt_state=s["opt_state"],
-                          step=jnp.asarray(s["step"]))
-    return state, int(restored["epoch"])
+def _restore(state: TrainState, saved: dict[str, Any]) -> TrainState:
+    return state.replace(params=saved["params"], batch_stats=saved["batch_stats"], opt_state=saved["opt_state"],
+                         step=jnp.asarray(saved["step"]))
+
+
+EpochCallback = Callable[[int, TrainState], None]
+"""``on_epoch(epoch, state)``: called with epoch 0 (the initial state, on a fresh start) and after
+every trained epoch; ``state`` is a copy the callback may keep."""
 
 
 def train_and_evaluate(
@@ -498,17 +422,19 @@ def train_and_evaluate(
     dataset: Dataset | None = None,
     max_epochs_this_call: int | None = None,
     progress: bool = True,
+    on_epoch: EpochCallback | None = None,
 ) -> RunResult:
     """Train one model under ``config``, recording metrics; resume from ``out_dir`` if it holds a
     checkpoint of the same config.
 
     Args:
         config: the run.
-        out_dir: run directory (see :mod:`ntklib.results`); None keeps everything in memory.
+        out_dir: run directory (:class:`ntklib.results.RunDir`); None keeps everything in memory.
         dataset: a preloaded :class:`~ntklib.data.Dataset` (else :func:`~ntklib.data.load_dataset`).
         max_epochs_this_call: stop (with a checkpoint, status "running") after this many epochs,
             to simulate an interruption or to split a long run.
         progress: show a tqdm bar over epochs.
+        on_epoch: :data:`EpochCallback`, e.g. to measure the states of chosen epochs.
 
     Returns:
         A :class:`RunResult`. A finished run directory is returned as is, without training.
@@ -516,18 +442,10 @@ def train_and_evaluate(
     Raises:
         ValueError: if ``out_dir`` holds a run of a different config.
     """
-    out = Path(out_dir) if out_dir is not None else None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        saved = results.read_json(out / results.CONFIG_FILE)
-        if saved is not None and saved.get("config") != results.json_safe(config.to_dict()):
-            raise ValueError(f"out_dir {out} holds a run with a different config: {saved.get('config')}")
-        status = results.read_status(out)
-        if status in ("finished", "diverged"):
-            return RunResult(results.read_records(out), status)
-        if saved is None:
-            results.write_json(out / results.CONFIG_FILE, {"config": config.to_dict(),
-                                                           "environment": results.environment()})
+    run = NullRunDir() if out_dir is None else RunDir(out_dir)
+    status = run.begin(config.to_dict())
+    if status in ("finished", "diverged"):
+        return RunResult(run.read_records(), status)
 
     if dataset is None:
         dataset = load_dataset(config.dataset, data_dir=config.data_dir, image_size=config.input_size)
@@ -545,68 +463,67 @@ def train_and_evaluate(
     test_labels = jnp.asarray(dataset.test_labels, jnp.int32)
     train_epoch = make_train_epoch(config.loss, config.epoch_mode)
     evaluate = make_evaluate(config.loss, min(config.eval_batch_size, len(dataset.test_labels)), config.epoch_mode)
+    notify = (lambda epoch, state: None) if on_epoch is None else (
+        lambda epoch, state: on_epoch(epoch, jax.tree.map(jnp.copy, state)))
+
+    def batches(epoch: int) -> np.ndarray:
+        return balanced_batches(dataset.train_labels, batch_size=config.batch_size, num_classes=num_classes,
+                                seed=config.seed, epoch=epoch)
 
     def record(state, epoch, batch_idx, train_loss, train_acc, seconds):
         test_loss, test_acc = evaluate(state, test_images, test_labels)
-        variables = {"params": state.params, "batch_stats": state.batch_stats}
-        x, y = train_images[batch_idx], train_labels[batch_idx]
         rec = {"epoch": epoch, "step": int(state.step), "current_lr": float(schedule(max(int(state.step) - 1, 0))),
                "train_loss": train_loss, "train_accuracy": train_acc,
                "test_loss": float(test_loss), "test_accuracy": float(test_acc),
                "epoch_seconds": seconds, "status": "ok"}
         t0 = time.perf_counter()
-        rec.update(measure_batch(model, variables, x, y, config=config, kernels=config.kernels_at(epoch)))
+        rec.update(measure.measure_batch(model, state.variables, train_images[batch_idx], train_labels[batch_idx],
+                                         **config.measure_options(epoch)))
         rec["metrics_seconds"] = time.perf_counter() - t0
-        return results.json_safe(rec)
+        return json_safe(rec)
 
-    records: list[dict] = []
-    start = 0
-    restored = _load_checkpoint(out, state) if out is not None else None
+    restored = run.load_checkpoint(_checkpoint_target(state))
     if restored is not None:
-        state, start = restored
-        records = [r for r in results.read_records(out) if r["epoch"] <= start]
-        results.write_records(out, records)
+        saved, start = restored
+        state = _restore(state, saved)
+        records = [r for r in run.read_records() if r["epoch"] <= start]
+        run.write_records(records)
     else:
-        first = balanced_batches(dataset.train_labels, batch_size=config.batch_size,
-                                 num_classes=num_classes, seed=config.seed, epoch=1)[0]
+        start, first = 0, batches(1)[0]
         train_loss, train_acc = (float(v) for v in evaluate(state, train_images[first], train_labels[first]))
-        records.append(record(state, 0, first, train_loss, train_acc, 0.0))
-        if out is not None:
-            results.write_records(out, records)
-            results.write_status(out, "running", epoch=0)
+        records = [record(state, 0, first, train_loss, train_acc, 0.0)]
+        run.write_records(records)
+        run.write_status("running", epoch=0)
+        notify(0, state)
 
     stop = config.epochs if max_epochs_this_call is None else min(config.epochs, start + max_epochs_this_call)
     bar = tqdm(range(start + 1, stop + 1), desc=f"{config.arch} {config.init} lr={config.lr:.3g}",
                disable=not progress, leave=False)
     for epoch in bar:
-        idx = balanced_batches(dataset.train_labels, batch_size=config.batch_size, num_classes=num_classes,
-                               seed=config.seed, epoch=epoch)
+        idx = batches(epoch)
         t0 = time.perf_counter()
         state, losses, accs = train_epoch(state, train_images, train_labels, jnp.asarray(idx), lr)
         losses = np.asarray(losses)
         seconds = time.perf_counter() - t0
         if not np.all(np.isfinite(losses)):
-            rec = {"epoch": epoch, "step": int(state.step), "status": "diverged",
-                   "train_loss": None, "epoch_seconds": seconds}
-            records.append(rec)
-            if out is not None:
-                results.write_records(out, records)
-                results.write_status(out, "diverged", epoch=epoch)
+            records.append({"epoch": epoch, "step": int(state.step), "status": "diverged",
+                            "train_loss": None, "epoch_seconds": seconds})
+            run.write_records(records)
+            run.write_status("diverged", epoch=epoch)
             bar.close()
             return RunResult(records, "diverged", state)
         train_loss, train_acc = float(losses.mean()), float(np.asarray(accs).mean())
         bar.set_postfix(loss=f"{train_loss:.4g}", acc=f"{train_acc:.3f}")
+        notify(epoch, state)
         if epoch % config.eval_every == 0 or epoch == config.epochs:
             records.append(record(state, epoch, idx[-1], train_loss, train_acc, seconds))
-            if out is not None:
-                results.write_records(out, records)
-                _save_checkpoint(out, state, epoch)
-                results.write_status(out, "running", epoch=epoch)
-        elif epoch == stop and out is not None:
-            _save_checkpoint(out, state, epoch)
+            run.write_records(records)
+            run.save_checkpoint(_checkpoint_target(state), epoch)
+            run.write_status("running", epoch=epoch)
+        elif epoch == stop:
+            run.save_checkpoint(_checkpoint_target(state), epoch)
     bar.close()
 
     status = "finished" if stop == config.epochs else "running"
-    if out is not None:
-        results.write_status(out, status, epoch=stop)
+    run.write_status(status, epoch=stop)
     return RunResult(records, status, state)

@@ -1,9 +1,11 @@
-"""Strict numerics for the whole suite: float64 available.
+"""Strict numerics for the whole suite: float64 available, and no silent rank promotion.
 
 Tests of float32 code paths pass float32 arrays explicitly; enabling x64 does not change the
-dtype of float32 inputs.
+dtype of float32 inputs. ``jax_numpy_rank_promotion="raise"`` makes an operation between arrays of
+different ranks an error instead of a broadcast, so that a shape slip cannot pass unnoticed.
 """
 
 import jax
 
 jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_numpy_rank_promotion", "raise")
