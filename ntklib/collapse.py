@@ -46,7 +46,7 @@ def class_means(features: Array, labels: Array, *, num_classes: int | None = Non
     """Class means M = [μ_1 … μ_K], shape (d, K), with μ_k the mean of the columns of class k."""
     labels, num_classes = _check_labels(features, labels, num_classes)
     onehot = _class_indicator(labels, num_classes, features.dtype)
-    return features @ onehot / onehot.sum(axis=0)
+    return features @ onehot / onehot.sum(axis=0, keepdims=True)
 
 
 def centred_class_means(features: Array, labels: Array, *, num_classes: int | None = None) -> Array:
@@ -62,9 +62,10 @@ def nc1_within_class_std(features: Array, labels: Array, *, num_classes: int | N
     """
     labels, num_classes = _check_labels(features, labels, num_classes)
     onehot = _class_indicator(labels, num_classes, features.dtype)  # (N, K)
-    means = features @ onehot / onehot.sum(axis=0)
+    counts = onehot.sum(axis=0, keepdims=True)  # (1, K)
+    means = features @ onehot / counts
     deviations = features - means[:, labels]  # (d, N)
-    variances = jnp.square(deviations) @ onehot / onehot.sum(axis=0)  # (d, K)
+    variances = jnp.square(deviations) @ onehot / counts  # (d, K)
     return jnp.mean(jnp.sqrt(variances))
 
 

@@ -173,5 +173,5 @@ def zero_invariant_state(
         z = z - z.mean(axis=1, keepdims=True)
     s = z @ kernel.inverse(dtype) @ z.T
     evals, evecs = jnp.linalg.eigh(s)
-    sqrt_s = (evecs * jnp.sqrt(jnp.clip(evals, 0.0))) @ evecs.T
+    sqrt_s = (evecs * jnp.sqrt(jnp.clip(evals, 0.0))[None, :]) @ evecs.T
     return a @ z, sqrt_s @ a.T, jnp.zeros(kernel.num_classes, dtype)

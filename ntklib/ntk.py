@@ -255,7 +255,7 @@ def _block_ntk(
         c = w.shape[0]
         rows = [leaf.reshape(n * c, -1) for leaf in g]
         gram = _sum_einsum("ip,jp->ij", rows, rows)  # (N·C, N·C)
-        logits_full = gram.reshape(n, c, n, c).transpose(1, 3, 0, 2) + jnp.eye(c, dtype=dtype)[:, :, None, None] * head
+        logits_full = gram.reshape(n, c, n, c).transpose(1, 3, 0, 2) + jnp.eye(c, dtype=dtype)[:, :, None, None] * head[None, None]
         result["logits"] = jnp.diagonal(logits_full, axis1=0, axis2=1).transpose(2, 0, 1)
         result["logits_norms"] = frobenius_norms(logits_full)
         if offdiag in (OffDiagonal.LOGITS, OffDiagonal.FULL):

@@ -319,7 +319,7 @@ def test_equal_bias_cosines_vs_simulation():
     closed-form angles (one diffrax compilation, several β)."""
     k, m, d = 3, 2, 4
     kern = BlockKernel(3.0, 1.0, 0.2, num_classes=k, per_class=m)
-    h0, w0, _ = zero_invariant_state(jax.random.PRNGKey(0), kern, d, scale=1.0, centred=False)
+    h0, w0, _ = zero_invariant_state(jax.random.key(0), kern, d, scale=1.0, centred=False)
     field = theorem41_vector_field(kern, form="block", centred=False, train_bias=False)
     times = jnp.array([0.0, 60.0])
     for beta in (0.0, 0.6, -0.25):

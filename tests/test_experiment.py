@@ -77,7 +77,7 @@ def _synthetic_runs():
     rows = [
         {"run_dir": f"{init}_{lr}", "init": init, "lr": lr, "epoch": epoch, "status": "ok", "run_status": "finished",
          "test_accuracy": 0.5, "nc1": 1.0 + epoch, "nc1_trace": 10.0 / (1 + epoch), "nc2": 0.5, "nc3": 0.4,
-         "inv_invariant_alignment": 0.3}
+         "invariant_alignment": 0.3}
         for init in ("flax", "torch") for lr in (0.01, 0.1) for epoch in (0, 1, 2)
     ]
     return pd.DataFrame(rows)
@@ -109,3 +109,25 @@ def test_metric_curves_skip_records_without_the_metric():
     assert len(ax.get_lines()) == 4 and all(list(line.get_xdata()) == [0, 2] for line in ax.get_lines())
     assert ax.get_yscale() == "linear"
     matplotlib.pyplot.close("all")
+
+
+def test_cli_flags_cover_every_config_field():
+    """Each TrainConfig field has its flag, with the help text of the field's metadata."""
+    import dataclasses
+
+    from ntklib.train import TrainConfig
+
+    parser = argparse.ArgumentParser()
+    experiment.add_config_flags(parser)
+    options = {action.dest: action for action in parser._actions}
+    for field in dataclasses.fields(TrainConfig):
+        assert field.name in options, field.name
+        assert field.metadata["help"] in options[field.name].help
+    values = {"arch": "vgg11", "lr": 0.3, "nesterov": False, "image_size": 16, "data_dir": "/tmp/d"}
+    argv = ["--arch", "vgg11", "--lr", "0.3", "--no-nesterov", "--image-size", "16", "--data-dir", "/tmp/d"]
+    config = experiment.config_from_flags(parser.parse_args(argv))
+    assert {name: getattr(config, name) for name in values} == values
+    assert config.epochs == TrainConfig().epochs  # flags not given keep the base
+    sweep_parser = argparse.ArgumentParser()
+    experiment.add_config_flags(sweep_parser, exclude=experiment.SWEPT_FIELDS)
+    assert not {"init", "lr"} & {action.dest for action in sweep_parser._actions}

@@ -227,7 +227,7 @@ def test_zero_invariant_state(k, m, centred):
     kappa = KAPPAS[1]
     kern = BlockKernel(*kappa, num_classes=k, per_class=m)
     d = k + 1
-    h, w, b = zero_invariant_state(jax.random.PRNGKey(k * 10 + m), kern, d, scale=0.5, centred=centred)
+    h, w, b = zero_invariant_state(jax.random.key(k * 10 + m), kern, d, scale=0.5, centred=centred)
     assert h.shape == (d, k * m) and w.shape == (k, d) and b.shape == (k,)
     assert h.dtype == jnp.float64
     h, w, b = (np.asarray(x) for x in (h, w, b))
@@ -249,7 +249,7 @@ def test_zero_invariant_state(k, m, centred):
 
 def test_zero_invariant_state_scale_and_dtype():
     kern = BlockKernel(3.0, 1.0, 0.2, num_classes=3, per_class=2)
-    key = jax.random.PRNGKey(0)
+    key = jax.random.key(0)
     h1, w1, _ = zero_invariant_state(key, kern, 4, scale=1.0)
     h2, w2, _ = zero_invariant_state(key, kern, 4, scale=2.0)
     np.testing.assert_allclose(np.asarray(h2), 2 * np.asarray(h1), rtol=1e-13)
@@ -261,10 +261,10 @@ def test_zero_invariant_state_scale_and_dtype():
 def test_zero_invariant_state_bad_feature_dim():
     kern = BlockKernel(3.0, 1.0, 0.2, num_classes=3, per_class=2)
     with pytest.raises(ValueError, match="feature_dim"):
-        zero_invariant_state(jax.random.PRNGKey(0), kern, 2)
+        zero_invariant_state(jax.random.key(0), kern, 2)
 
 
 def test_zero_invariant_state_rejects_non_positive_definite_kernel():
     kern = BlockKernel(1.0, 2.0, 0.2, num_classes=3, per_class=2)
     with pytest.raises(ValueError, match="lam0"):
-        zero_invariant_state(jax.random.PRNGKey(0), kern, 4)
+        zero_invariant_state(jax.random.key(0), kern, 4)

@@ -149,7 +149,7 @@ def test_kernel_and_invariant_metrics_are_recorded(digits):
         assert np.isfinite(record[key]), key
     assert record["gamma_lam0"] == pytest.approx(record["gamma_d"] - record["gamma_c"])
     if record["kappa_lam0"] > 0 and record["kappa_lamc"] > 0 and record["kappa_lammax"] > 0:
-        assert np.isfinite(record["inv_invariant_norm"]) and 0 < record["inv_mmt_norm"]
+        assert np.isfinite(record["invariant_norm"]) and 0 < record["mmt_norm"]
 
 
 def test_kernel_every_thins_the_kernel_records(digits):
@@ -188,3 +188,29 @@ def test_scan_and_loop_epochs_agree(digits):
                 assert a[key] == b[key], key
     with pytest.raises(ValueError, match="epoch_mode"):
         TrainConfig(epoch_mode="pmap")
+
+
+def test_on_epoch_gets_the_state_of_every_epoch(digits):
+    """The hook sees epoch 0 and every trained epoch, with states a caller may keep."""
+    config = TrainConfig.tiny(epochs=3, eval_every=3, kernel_metrics=False)
+    seen = {}
+    result = train_and_evaluate(config, dataset=digits, progress=False,
+                                on_epoch=lambda epoch, state: seen.__setitem__(epoch, state))
+    assert list(seen) == [0, 1, 2, 3]
+    steps = [int(seen[epoch].step) for epoch in seen]
+    assert steps[0] == 0 and len(set(np.diff(steps))) == 1 and steps[-1] == int(result.state.step)
+    for a, b in zip(jax.tree.leaves(seen[3].variables), jax.tree.leaves(result.state.variables)):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(jax.tree.leaves(seen[0].params)[0], jax.tree.leaves(seen[3].params)[0])
+
+
+def test_every_record_key_is_a_defined_column(digits):
+    from ntklib import measure
+
+    config = TrainConfig.tiny(epochs=1, kernel_metrics=True)
+    for record in train_and_evaluate(config, dataset=digits, progress=False).records:
+        for key in record:
+            measure.column(key)
+    diverged = train_and_evaluate(config.replace(lr=1e6, kernel_metrics=False), dataset=digits, progress=False)
+    for key in diverged.records[-1]:
+        measure.column(key)
