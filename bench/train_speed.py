@@ -7,7 +7,7 @@ Two measurements per architecture, both after compilation (a warm-up call is not
 2. one full-protocol epoch with metrics: ``--per-class`` samples of each of 10 classes
    (paper: CIFAR-10, 5 000 per class → 416 balanced steps of 120), then the evaluation the
    training loop does every 2nd epoch — test loss/accuracy on ``--test-size`` samples, NC1–NC4 and
-   the exact NTK statistics + invariant of the last batch (:func:`ntklib.train.measure_batch`).
+   the exact NTK statistics + invariant of the last batch (:func:`ntklib.measure.measure_batch`).
 
 Usage (GPU, the paper's sizes)::
 
@@ -34,6 +34,7 @@ import numpy as np
 import optax
 
 from ntklib.data import Dataset, balanced_batches, steps_per_epoch
+from ntklib.measure import measure_batch
 from ntklib.models import ARCHS
 from ntklib.train import (
     TrainConfig,
@@ -41,7 +42,6 @@ from ntklib.train import (
     create_train_state,
     make_evaluate,
     make_train_epoch,
-    measure_batch,
 )
 
 PAPER_ARCHS = ("vgg11", "vgg16", "resnet20", "densenet40")
@@ -113,9 +113,8 @@ def bench_arch(arch: str, dataset: Dataset, *, steps: int, epoch_steps: int | No
         t1 = time.perf_counter()
         block(evaluate(state, test_x, test_y))
         t2 = time.perf_counter()
-        variables = {"params": state.params, "batch_stats": state.batch_stats}
         last = np.asarray(idx[n - 1])
-        measure_batch(model, variables, images[last], labels[last], config=config)
+        measure_batch(model, state.variables, images[last], labels[last], **config.measure_options())
         t3 = time.perf_counter()
         return state, (t1 - t0, t2 - t1, t3 - t2)
 

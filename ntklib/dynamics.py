@@ -6,7 +6,8 @@ loss ½‖R‖²_F.
 
 Three families of dynamics:
 
-* the residual flow dR/dt = −R K_γ of §4.1 (closed form, and its gradient-descent twin);
+* the residual flow dR/dt = −R K_γ of §4.1 (closed form, and its gradient-descent twin), the norms
+  of its three components and the fit of their log-rates (:func:`fitted_log_slope`);
 * the flow of (H, W, b) of Theorem 4.1, in its generic form dH/dt = −Wᵀ R K_κ, its block form, a
   centred variant (dH/dt = −Wᵀ R K_κ P, P = I − 1 1ᵀ/N, as BatchNorm keeps h̄ = 0) and the
   end-of-training reduction dH/dt = −λ_0 Wᵀ R;
@@ -23,7 +24,9 @@ from typing import Callable, NamedTuple
 import diffrax
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import Array
+from numpy.typing import ArrayLike
 
 from ntklib.block_kernel import BlockKernel, class_average, one_hot_labels
 
@@ -75,6 +78,32 @@ def residual_components(res: Array, num_classes: int) -> ResidualComponents:
     return ResidualComponents(glob=glob, cls=per_class_mean - glob, within=res - per_class_mean)
 
 
+def residual_component_norms(path: Array, num_classes: int) -> ResidualComponents:
+    """Frobenius norms of the three components along a path of residuals (T, K, N): each field
+    (T,), the same names as :class:`ResidualComponents`."""
+    parts = residual_components(jnp.asarray(path), num_classes)
+    return ResidualComponents(*(jnp.linalg.norm(part, axis=(-2, -1)) for part in parts))
+
+
+def fitted_log_slope(x: ArrayLike, values: ArrayLike, *, log_x: bool = False, where: ArrayLike | None = None) -> float:
+    """Least-squares slope r of log(values) against x, or against log x with ``log_x``.
+
+    The exponential rate of values ≈ c·e^{r x} (a component of R decays as e^{−μ t} under gradient
+    flow, §4.1; per gradient-descent step its factor is e^r), or the power of values ≈ c·x^r.
+    ``where`` (a boolean mask of the points to fit) leaves out points, e.g. values at round-off.
+
+    Raises:
+        ValueError: naming ``values`` when fewer than two points are left, or one is not positive.
+    """
+    x, values = np.asarray(x, dtype=np.float64), np.asarray(values, dtype=np.float64)
+    if where is not None:
+        keep = np.asarray(where, dtype=bool)
+        x, values = x[keep], values[keep]
+    if values.size < 2 or np.any(values <= 0):
+        raise ValueError(f"values must hold at least two positive points to fit, got {values}")
+    return float(np.polyfit(np.log(x) if log_x else x, np.log(values), 1)[0])
+
+
 def residual_flow(res0: Array, kernel: BlockKernel, times: Array) -> Array:
     """The exact solution R(t) = R(0) exp(−t K_γ) of dR/dt = −R K_γ, for each t in ``times``.
 
@@ -85,8 +114,9 @@ def residual_flow(res0: Array, kernel: BlockKernel, times: Array) -> Array:
     """
     mu0, muc, mumax = kernel.eigenvalues()
     parts = residual_components(res0, kernel.num_classes)
-    t = jnp.asarray(times)[:, None, None]
-    return jnp.exp(-mumax * t) * parts.glob + jnp.exp(-muc * t) * parts.cls + jnp.exp(-mu0 * t) * parts.within
+    t = jnp.asarray(times)[:, None, None]  # (T, 1, 1) against (1, K, N) components
+    glob, cls, within = (part[None] for part in parts)
+    return jnp.exp(-mumax * t) * glob + jnp.exp(-muc * t) * cls + jnp.exp(-mu0 * t) * within
 
 
 def residual_gradient_descent(res0: Array, kernel: BlockKernel, learning_rate: float, steps: int) -> Array:

@@ -1,6 +1,7 @@
 """Tests of ntklib.dynamics against naive references: scipy.linalg.expm, an explicit gradient-descent
 loop, finite-difference gradients of ½‖R‖² through a linear-feature model, and scipy's DOP853."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -483,3 +484,24 @@ def test_float32_inputs_stay_float32():
     means, within = decompose_features(h, k, m)
     assert means.dtype == within.dtype == jnp.float32
     assert invariant(w, h, kern).dtype == jnp.float32
+
+
+def test_component_norms_and_fitted_log_slope_recover_the_rates_of_table1():
+    from ntklib.dynamics import fitted_log_slope, residual_component_norms
+
+    kern = BlockKernel(1.0, 0.4, 0.1, num_classes=3, per_class=4)
+    res0 = jax.random.normal(jax.random.key(0), (3, 12))
+    times = jnp.linspace(0.0, 2.0, 9)
+    norms = residual_component_norms(residual_flow(res0, kern, times), 3)
+    parts = residual_components(res0, 3)
+    for name, mu in zip(("glob", "cls", "within"), (kern.eigenvalues().lammax, kern.eigenvalues().lamc,
+                                                     kern.eigenvalues().lam0)):
+        series = getattr(norms, name)
+        assert series[0] == pytest.approx(float(jnp.linalg.norm(getattr(parts, name))), rel=1e-12)
+        assert fitted_log_slope(times, series) == pytest.approx(-mu, rel=1e-9)
+    t = np.array([1.0, 2.0, 4.0, 8.0])
+    assert fitted_log_slope(t, 3 * t**-0.5, log_x=True) == pytest.approx(-0.5)
+    masked = np.where(t == 2.0, 0.0, np.exp(-0.7 * t))  # a point at zero, left out by the mask
+    assert fitted_log_slope(t, masked, where=masked > 0) == pytest.approx(-0.7)
+    with pytest.raises(ValueError, match="values"):
+        fitted_log_slope(t, [1.0, 0.0, 1.0, 1.0])
