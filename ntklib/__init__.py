@@ -9,14 +9,15 @@ Theory (§3–§5, Appendix B)
     - :mod:`ntklib.collapse`      neural-collapse metrics NC1–NC4 (§2.1, App. B.4).
 
 Empirical NTK (§2.2, §3)
-    - :mod:`ntklib.ntk`           exact per-output NTK blocks of Flax classifiers, kernel statistics.
+    - :mod:`ntklib.ntk`           the engine: exact per-output NTK blocks of Flax classifiers.
     - :mod:`ntklib.kernel_stats`  block statistics, block-fit error and label alignment of kernels.
 
 Experiments (§6, Appendix C)
     - :mod:`ntklib.models`        VGG11/16, ResNet20, DenseNet40 as feature extractor + linear head.
     - :mod:`ntklib.data`          balanced batches of digits (embedded), MNIST, FashionMNIST, CIFAR-10.
-    - :mod:`ntklib.train`         the paper's training protocol and its metrics.
-    - :mod:`ntklib.results`       atomic result files, loading runs into pandas.
+    - :mod:`ntklib.measure`       what one record measures: its columns, NC, kernel and invariant metrics.
+    - :mod:`ntklib.train`         the paper's training protocol and loop.
+    - :mod:`ntklib.results`       run directories (atomic files), loading runs into pandas.
     - :mod:`ntklib.sweep`         learning-rate × init sweeps.
     - :mod:`ntklib.plots`         the panes of the paper's Figure 2.
     - :mod:`ntklib.experiment`    the command line (``python -m ntklib.experiment``).
