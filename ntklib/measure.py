@@ -108,7 +108,7 @@ RUN_COLUMNS = (
     Column("metrics_seconds", "wall time of the batch's metrics", "ntklib.train"),
 )
 NC_COLUMNS = (
-    Column("nc1", "NC1, within-class std relative to between-class", "§2.1, NC1; chapter 01"),
+    Column("nc1", "NC1, within-class std of the features, mean over features and classes", "§2.1, NC1; chapter 01"),
     Column("nc1_trace", "NC1, tr(Σ_W Σ_B⁺)/K", "§2.1, NC1; chapter 01"),
     Column("nc2", "NC2, distance of the class means to a simplex ETF", "§2.1, NC2; chapter 01"),
     Column("nc3", "NC3, distance between W and the centred class means", "§2.1, NC3; chapter 01"),
