@@ -25,7 +25,6 @@ import dataclasses
 import re
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import Array
@@ -90,7 +89,7 @@ def _pair_columns(suffix: str, kernel: str) -> tuple[Column, ...]:
         Column(f"align_{suffix}", f"label alignment A(Σ {kernel}, YᵀY)", "§3; chapter 02"),
         Column(f"block_fit_{suffix}", f"‖{kernel} − best block fit‖_F / ‖{kernel}‖_F", "§3, Definition 3.1; chapter 02"),
         Column(f"diag_norm_{suffix}", f"mean ‖{kernel}‖_F over the diagonal blocks", "§3, Assumption 3.2"),
-        Column(f"offdiag_norm_{suffix}", f"mean ‖·‖_F over the off-diagonal blocks (when measured)", "§3, Assumption 3.2"),
+        Column(f"offdiag_norm_{suffix}", "mean ‖·‖_F over the off-diagonal blocks (when measured)", "§3, Assumption 3.2"),
         Column(f"offdiag_ratio_{suffix}", "offdiag_norm / diag_norm: departure from Assumption 3.2", "§3, Assumption 3.2"),
     )
 
