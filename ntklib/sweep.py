@@ -20,7 +20,7 @@ import numpy as np
 
 from ntklib import results
 from ntklib.data import Dataset, load_dataset
-from ntklib.models import INITS
+from ntklib.models import INITS, PAPER_INITS
 from ntklib.train import TrainConfig, train_and_evaluate
 
 PAPER_LR_MIN = 1e-4
@@ -52,7 +52,7 @@ class SweepEntry:
 def run_sweep(
     base: TrainConfig,
     lrs: Sequence[float],
-    inits: Sequence[str] = INITS,
+    inits: Sequence[str] = PAPER_INITS,
     root: str | Path = "runs",
     *,
     dataset: Dataset | None = None,
@@ -92,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ntklib.experiment sweep", description=__doc__)
     add_config_flags(parser, with_lr=False)
     parser.add_argument("--out", required=True, help="sweep root directory")
-    parser.add_argument("--inits", nargs="+", choices=INITS, default=list(INITS))
+    parser.add_argument("--inits", nargs="+", choices=INITS, default=list(PAPER_INITS))
     parser.add_argument("--lrs", nargs="+", type=float, help="explicit learning rates")
     parser.add_argument("--num-lrs", type=int, default=30)
     parser.add_argument("--lr-min", type=float, default=PAPER_LR_MIN)

@@ -43,7 +43,7 @@ from flax.training import train_state
 
 from ntklib import collapse, ntk, results
 from ntklib.data import Dataset, balanced_batches, default_image_size, load_dataset, per_class_batch, steps_per_epoch
-from ntklib.models import Classifier, build_model
+from ntklib.models import VARIANTS, Classifier, build_model
 
 REFERENCE_EPOCHS = 400
 """The paper's run length; ``lr_decay_every`` is given relative to it."""
@@ -60,6 +60,7 @@ class TrainConfig:
         arch: :data:`ntklib.models.ARCHS`.
         dataset: :data:`ntklib.data.DATASETS`.
         init: :data:`ntklib.models.INITS`.
+        variant: :data:`ntklib.models.VARIANTS`; "released" builds the layers as the paper's code.
         lr: initial learning rate.
         epochs: number of epochs.
         batch_size: K·m, a multiple of the number of classes.
@@ -91,6 +92,7 @@ class TrainConfig:
     arch: str = "resnet20"
     dataset: str = "mnist"
     init: str = "flax"
+    variant: str = "released"
     lr: float = 0.01
     epochs: int = 400
     batch_size: int = 120
@@ -115,6 +117,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}; valid choices: {', '.join(LOSSES)}")
+        if self.variant not in VARIANTS:
+            raise ValueError(f"unknown variant {self.variant!r}; valid choices: {', '.join(VARIANTS)}")
         resolve_epoch_mode(self.epoch_mode)
         if self.ntk_offdiag not in {mode.value for mode in ntk.OffDiagonal}:
             valid = ", ".join(mode.value for mode in ntk.OffDiagonal)
@@ -171,9 +175,9 @@ class TrainConfig:
 
 
 @functools.lru_cache(maxsize=None)
-def _build_model(arch: str, num_classes: int, init: str) -> Classifier:
-    # one module object per (arch, K, init): jitted functions keyed on it are reused across runs
-    return build_model(arch, num_classes, init)
+def _build_model(arch: str, num_classes: int, init: str, variant: str = "released") -> Classifier:
+    # one module object per (arch, K, init, variant): jitted functions keyed on it are reused across runs
+    return build_model(arch, num_classes, init, variant)
 
 
 class TrainState(train_state.TrainState):
@@ -534,7 +538,7 @@ def train_and_evaluate(
     num_classes = dataset.num_classes
     per_class_batch(config.batch_size, num_classes)
     steps = steps_per_epoch(dataset.train_labels, batch_size=config.batch_size, num_classes=num_classes)
-    model = _build_model(config.arch, num_classes, config.init)
+    model = _build_model(config.arch, num_classes, config.init, config.variant)
     state = create_train_state(config, model, dataset.image_shape, steps)
     schedule = create_learning_rate_schedule(config, steps)
     lr = jnp.asarray(config.lr, jnp.float32)
