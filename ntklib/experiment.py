@@ -33,7 +33,7 @@ import typing
 from collections.abc import Sequence
 
 from ntklib import plots, sweep
-from ntklib.models import INITS
+from ntklib.models import INITS, PAPER_INITS
 from ntklib.train import TrainConfig, train_and_evaluate
 
 SUBCOMMANDS = ("run", "sweep", "plot")
@@ -131,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     grid = commands.add_parser("sweep", help="learning rates × inits", description=sweep.__doc__)
     add_config_flags(grid, exclude=SWEPT_FIELDS)
     grid.add_argument("--out", required=True, help="sweep root directory")
-    grid.add_argument("--inits", nargs="+", choices=INITS, default=list(INITS))
+    grid.add_argument("--inits", nargs="+", choices=INITS, default=list(PAPER_INITS))
     grid.add_argument("--lrs", nargs="+", type=float, help="explicit learning rates")
     grid.add_argument("--num-lrs", type=int, default=30)
     grid.add_argument("--lr-min", type=float, default=sweep.PAPER_LR_MIN)

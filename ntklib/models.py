@@ -7,6 +7,16 @@ last-layer features ``h(θ, x)`` of shape (B, d), followed by a dense layer name
 
     {"params":      {"features": {...}, "classifier": {"kernel": (d, K), "bias": (K,)}},
      "batch_stats": {"features": {...}}}            # only when the extractor has BatchNorm
+
+Two names say how a model was built, and a run's ``config.json`` records both:
+
+- the *initialisation* (:data:`INITS`): the paper's three settings ``flax``, ``torch`` and
+  ``normal_fan_out``, defined as the paper's released code defines them, plus ``pytorch``
+  (PyTorch's exact defaults) for comparison;
+- the *variant* of the layers (:data:`VARIANTS`): ``released`` (the default) builds every
+  network layer for layer as the released code does; ``standard`` is the textbook form ntklib
+  used before (projection shortcut with BatchNorm, no bias in front of a BatchNorm, momentum
+  0.9 everywhere).
 """
 
 from __future__ import annotations
@@ -46,16 +56,30 @@ class Classifier(nn.Module):
 # Initialisations (paper §6 "Optimization and initialization")
 # ---------------------------------------------------------------------------------------------
 
-INITS = ("flax", "torch", "normal_fan_out")
-"""The three initialisation settings of the paper:
+PAPER_INITS = ("flax", "torch", "normal_fan_out")
+"""The paper's three initialisation settings, as its released code defines them (and the
+initialisations a sweep runs by default):
 
-- ``"flax"``: LeCun normal (truncated normal, variance 1/fan_in) weights, zero biases — Flax's default.
-- ``"torch"``: PyTorch's defaults, weights and biases uniform in ±1/√fan_in with fan_in = c_in·k²
-  for a k×k convolution (PyTorch's ``kaiming_uniform_(a=√5)`` is exactly this).
-- ``"normal_fan_out"``: He normal (untruncated, variance 2/fan_out), zero biases.
+- ``"flax"``: LeCun normal weights (truncated normal, variance 1/fan_in), zero biases.
+- ``"torch"``: ``variance_scaling(s, "fan_in", "uniform")`` weights, i.e. U(±√(3s/fan_in)), with
+  s = 1 for dense layers and 1×1 convolutions (bound √(3/fan_in), √3 times PyTorch's) and s = 1/9
+  for 3×3 convolutions (bound 1/√(27·c_in), PyTorch's divided by √3). Every bias it initialises is
+  drawn from the one-sided U[0, 1/√d), d the feature dimension (:func:`get_bias_init`). Despite
+  the name this is not PyTorch's default; that one is ``"pytorch"``.
+- ``"normal_fan_out"``: He normal weights (untruncated, variance 2/fan_out), zero biases.
+"""
+
+INITS = PAPER_INITS + ("pytorch",)
+"""Every initialisation :func:`build_model` knows: :data:`PAPER_INITS` and
+
+- ``"pytorch"``: PyTorch's exact defaults, weights and biases U(±1/√fan_in) with fan_in = c_in·k²
+  for a k×k convolution (PyTorch's ``kaiming_uniform_(a=√5)`` is exactly this). ntklib called
+  this ``"torch"`` before it followed the released code.
 
 BatchNorm always starts at scale 1, shift 0.
 """
+
+_TORCH_SCALE = {1: 1.0, 3: 1.0 / 9.0}  # kernel size → variance_scaling scale of the released "torch"
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -63,41 +87,65 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
         raise ValueError(f"unknown {name} {value!r}; valid choices: {', '.join(choices)}")
 
 
-def get_kernel_init(init: str) -> nn.initializers.Initializer:
-    """The weight initialiser of ``init`` (one of :data:`INITS`)."""
+def get_kernel_init(init: str, kernel_size: int = 1) -> nn.initializers.Initializer:
+    """The weight initialiser of ``init`` (one of :data:`INITS`) for a dense layer
+    (``kernel_size=1``) or a ``kernel_size``×``kernel_size`` convolution.
+
+    Raises:
+        ValueError: for an unknown ``init``, or ``init="torch"`` with a kernel size other than 1
+            or 3 (the released code defines that scheme for no other).
+    """
     _check_choice("init", init, INITS)
     if init == "flax":
         return nn.initializers.lecun_normal()
-    if init == "torch":  # U(±a) has variance a²/3: a = 1/√fan_in ⇔ variance 1/(3 fan_in)
+    if init == "normal_fan_out":
+        return nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+    if init == "pytorch":  # U(±a) has variance a²/3: a = 1/√fan_in ⇔ variance 1/(3 fan_in)
         return nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
-    return nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+    if kernel_size not in _TORCH_SCALE:
+        raise ValueError(f"init 'torch' is defined for kernel_size 1 or 3, got kernel_size = {kernel_size}")
+    return nn.initializers.variance_scaling(_TORCH_SCALE[kernel_size], "fan_in", "uniform")
 
 
-def get_bias_init(init: str, fan_in: int) -> nn.initializers.Initializer:
-    """The bias initialiser of ``init`` for a layer with ``fan_in`` inputs (c_in·k² for a conv)."""
+def get_bias_init(init: str, fan_in: int, feature_dim: int | None = None) -> nn.initializers.Initializer:
+    """The bias initialiser of ``init`` for a layer with ``fan_in`` inputs (c_in·k² for a conv) in
+    a network whose features have dimension ``feature_dim`` (default ``fan_in``: the classifier).
+
+    - ``"torch"``: U[0, 1/√feature_dim), one-sided and the same bound for every bias of the
+      network, as the released code draws them (``nn.initializers.uniform(√(1/d))``).
+    - ``"pytorch"``: U(−1/√fan_in, 1/√fan_in).
+    - ``"flax"``, ``"normal_fan_out"``: zeros.
+    """
     _check_choice("init", init, INITS)
-    if init != "torch":
+    feature_dim = fan_in if feature_dim is None else feature_dim
+    if fan_in < 1 or feature_dim < 1:
+        raise ValueError(f"fan_in and feature_dim must be >= 1, got fan_in = {fan_in}, feature_dim = {feature_dim}")
+    if init == "torch":
+        return nn.initializers.uniform(1.0 / float(feature_dim) ** 0.5)
+    if init != "pytorch":
         return nn.initializers.zeros_init()
     bound = 1.0 / float(fan_in) ** 0.5
 
-    def uniform_bias(key, shape, dtype=jnp.float32):
+    def symmetric_uniform(key, shape, dtype=jnp.float32):
         return jax.random.uniform(key, shape, dtype, -bound, bound)
 
-    return uniform_bias
+    return symmetric_uniform
 
 
 # ---------------------------------------------------------------------------------------------
-# Feature extractors. Biases are omitted wherever a BatchNorm follows (its shift makes a bias
-# redundant), so the classifier's b is the only bias of every model.
+# Feature extractors. Which layers have a bias, the ResNet shortcut and the BatchNorm momentum
+# are attributes; :data:`VARIANTS` names the two sets of values build_model uses.
 # ---------------------------------------------------------------------------------------------
 
-_BN = partial(nn.BatchNorm, momentum=0.9, epsilon=1e-5)
+_BN = partial(nn.BatchNorm, epsilon=1e-5)
 
 
-def _conv(features: int, kernel: int, init: str, stride: int = 1, name: str | None = None) -> nn.Conv:
+def _conv(features: int, kernel: int, init: str, stride: int = 1, *,
+          bias_init: nn.initializers.Initializer | None = None, name: str | None = None) -> nn.Conv:
+    """A "SAME"-padded k×k convolution; with a bias only when ``bias_init`` is given."""
     return nn.Conv(
-        features, (kernel, kernel), strides=(stride, stride), padding="SAME", use_bias=False,
-        kernel_init=get_kernel_init(init), name=name,
+        features, (kernel, kernel), strides=(stride, stride), padding="SAME", use_bias=bias_init is not None,
+        kernel_init=get_kernel_init(init, kernel), bias_init=bias_init or nn.initializers.zeros_init(), name=name,
     )
 
 
@@ -107,61 +155,90 @@ class VGG(nn.Module):
     Stages of 3×3 convolutions (widths ``stages``) each followed by a 2×2 max-pool ("SAME"
     padding, so inputs of 8×8 to 32×32 all end at 1×1×512), then two fully-connected layers
     ``fc`` = (512, 256) with BN + ReLU. Output: (B, d) with d = fc[-1] = 256.
+
+    Attributes:
+        biases: whether the convolutions and the fully-connected layers keep a bias in front of
+            their BatchNorm (the released code's layers do; initialised by
+            :func:`get_bias_init` with ``feature_dim`` = d).
+        bn_momentum: running-average momentum of every BatchNorm.
     """
 
     stages: Sequence[Sequence[int]]
     fc: Sequence[int] = (512, 256)
     init: str = "flax"
+    biases: bool = True
+    bn_momentum: float = 0.9
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> Array:
+        bn = partial(_BN, momentum=self.bn_momentum, use_running_average=not train)
         for stage in self.stages:
             for width in stage:
-                x = nn.relu(_BN(use_running_average=not train)(_conv(width, 3, self.init)(x)))
+                x = nn.relu(bn()(_conv(width, 3, self.init, bias_init=self._bias_init(9 * x.shape[-1]))(x)))
             x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME")
         x = x.reshape((x.shape[0], -1))
         for width in self.fc:
-            x = nn.Dense(width, use_bias=False, kernel_init=get_kernel_init(self.init))(x)
-            x = nn.relu(_BN(use_running_average=not train)(x))
+            bias_init = self._bias_init(x.shape[-1])
+            x = nn.Dense(width, use_bias=self.biases, kernel_init=get_kernel_init(self.init),
+                         bias_init=bias_init or nn.initializers.zeros_init())(x)
+            x = nn.relu(bn()(x))
         return x
+
+    def _bias_init(self, fan_in: int) -> nn.initializers.Initializer | None:
+        return get_bias_init(self.init, fan_in, self.fc[-1]) if self.biases else None
 
 
 class BasicBlock(nn.Module):
     """ResNet basic block: conv3×3-BN-ReLU-conv3×3-BN, plus shortcut, then ReLU.
 
-    Where the shape changes (stride 2 or more channels) the shortcut is a 1×1 convolution with
-    BN (He et al.'s option B); elsewhere it is the identity.
+    Where the shape changes (stride 2 or more channels) the shortcut is a 1×1 convolution: with a
+    BatchNorm and no bias if ``shortcut_bn`` (He et al.'s option B), else with a bias and no
+    BatchNorm (the released code). Elsewhere the shortcut is the identity.
     """
 
     features: int
     stride: int = 1
     init: str = "flax"
+    shortcut_bn: bool = False
+    bn_momentum: float = 0.99
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> Array:
-        bn = partial(_BN, use_running_average=not train)
+        bn = partial(_BN, momentum=self.bn_momentum, use_running_average=not train)
         y = nn.relu(bn()(_conv(self.features, 3, self.init, self.stride)(x)))
         y = bn()(_conv(self.features, 3, self.init)(y))
         if self.stride != 1 or x.shape[-1] != self.features:
-            x = bn(name="shortcut_bn")(_conv(self.features, 1, self.init, self.stride, name="shortcut")(x))
+            if self.shortcut_bn:
+                x = bn(name="shortcut_bn")(_conv(self.features, 1, self.init, self.stride, name="shortcut")(x))
+            else:
+                # the released code leaves this bias at Flax's default, zeros, under all three of the
+                # paper's inits; "pytorch" gives it PyTorch's default like every other layer
+                bias_init = nn.initializers.zeros_init()
+                if self.init == "pytorch":
+                    bias_init = get_bias_init("pytorch", x.shape[-1])
+                x = _conv(self.features, 1, self.init, self.stride, bias_init=bias_init, name="shortcut")(x)
         return nn.relu(x + y)
 
 
 class ResNet(nn.Module):
     """CIFAR ResNet of He et al. (2016, §4.2): a 3×3 stem, stages of basic blocks, global average
-    pool. ResNet20: 3 stages × 3 blocks, widths 16/32/64, d = 64."""
+    pool. ResNet20: 3 stages × 3 blocks, widths 16/32/64, d = 64. ``shortcut_bn`` and
+    ``bn_momentum`` as in :class:`BasicBlock` (the stem's BatchNorm uses the same momentum)."""
 
     blocks_per_stage: int = 3
     widths: Sequence[int] = (16, 32, 64)
     init: str = "flax"
+    shortcut_bn: bool = False
+    bn_momentum: float = 0.99
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> Array:
-        x = nn.relu(_BN(use_running_average=not train)(_conv(self.widths[0], 3, self.init)(x)))
+        x = _conv(self.widths[0], 3, self.init)(x)
+        x = nn.relu(_BN(momentum=self.bn_momentum, use_running_average=not train)(x))
         for i, width in enumerate(self.widths):
             for j in range(self.blocks_per_stage):
                 stride = 2 if i > 0 and j == 0 else 1
-                x = BasicBlock(width, stride, self.init)(x, train=train)
+                x = BasicBlock(width, stride, self.init, self.shortcut_bn, self.bn_momentum)(x, train=train)
         return jnp.mean(x, axis=(1, 2))
 
 
@@ -172,17 +249,19 @@ class DenseNet(nn.Module):
     (BN-ReLU-1×1 conv to 2·growth, BN-ReLU-3×3 conv to growth, concatenated); between blocks a
     transition BN-ReLU-1×1 conv halving the channels and a 2×2 average pool; final BN-ReLU-global
     average pool. DenseNet40 (3 blocks × 6 layers, growth 12): channels 24 → 96 → 48 → 120 → 60 →
-    132, so d = 132 for any input size.
+    132, so d = 132 for any input size. No convolution has a bias; ``bn_momentum`` is the
+    running-average momentum of every BatchNorm.
     """
 
     layers_per_block: int = 6
     num_blocks: int = 3
     growth: int = 12
     init: str = "flax"
+    bn_momentum: float = 0.99
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> Array:
-        bn_relu = lambda y: nn.relu(_BN(use_running_average=not train)(y))  # noqa: E731
+        bn_relu = lambda y: nn.relu(_BN(momentum=self.bn_momentum, use_running_average=not train)(y))  # noqa: E731
         x = _conv(2 * self.growth, 3, self.init)(x)
         for block in range(self.num_blocks):
             for _ in range(self.layers_per_block):
@@ -197,17 +276,18 @@ class DenseNet(nn.Module):
 
 class MLP(nn.Module):
     """A small fully-connected extractor (Dense-BN-ReLU per hidden layer) for tests and the CPU
-    book; not a model of the paper. d = widths[-1]."""
+    book; not a model of the paper, so both variants build it alike. d = widths[-1]."""
 
     widths: Sequence[int] = (64, 32)
     init: str = "flax"
+    bn_momentum: float = 0.9
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> Array:
         x = x.reshape((x.shape[0], -1))
         for width in self.widths:
             x = nn.Dense(width, use_bias=False, kernel_init=get_kernel_init(self.init))(x)
-            x = nn.relu(_BN(use_running_average=not train)(x))
+            x = nn.relu(_BN(momentum=self.bn_momentum, use_running_average=not train)(x))
         return x
 
 
@@ -219,28 +299,59 @@ VGG16 = partial(VGG, stages=VGG16_STAGES)
 ResNet20 = partial(ResNet, blocks_per_stage=3, widths=(16, 32, 64))
 DenseNet40 = partial(DenseNet, layers_per_block=6, num_blocks=3, growth=12)
 
-# arch name → (feature-extractor constructor taking ``init``, feature dimension d)
+# arch name → (feature-extractor constructor taking ``init``, feature dimension d, family)
 _ARCHS = {
-    "vgg11": (VGG11, 256),
-    "vgg16": (VGG16, 256),
-    "resnet20": (ResNet20, 64),
-    "densenet40": (DenseNet40, 132),
-    "mlp": (MLP, 32),
+    "vgg11": (VGG11, 256, "vgg"),
+    "vgg16": (VGG16, 256, "vgg"),
+    "resnet20": (ResNet20, 64, "resnet"),
+    "densenet40": (DenseNet40, 132, "densenet"),
+    "mlp": (MLP, 32, "mlp"),
 }
 ARCHS = tuple(_ARCHS)
 """Architectures :func:`build_model` knows: the paper's four plus ``"mlp"`` (tests, CPU book)."""
 
+# variant → family → the layer attributes in which the variants differ
+_VARIANT_LAYERS = {
+    "released": {
+        "vgg": {"biases": True, "bn_momentum": 0.9},
+        "resnet": {"shortcut_bn": False, "bn_momentum": 0.99},
+        "densenet": {"bn_momentum": 0.99},
+        "mlp": {},
+    },
+    "standard": {
+        "vgg": {"biases": False, "bn_momentum": 0.9},
+        "resnet": {"shortcut_bn": True, "bn_momentum": 0.9},
+        "densenet": {"bn_momentum": 0.9},
+        "mlp": {},
+    },
+}
+VARIANTS = tuple(_VARIANT_LAYERS)
+"""The two ways :func:`build_model` lays out the paper's networks:
 
-def build_model(arch: str, num_classes: int, init: str = "flax") -> Classifier:
+- ``"released"`` (default): as the paper's released code. ResNet20's projection shortcut is a 1×1
+  convolution with a bias and no BatchNorm; VGG's convolutions and hidden dense layers keep their
+  biases in front of BatchNorm; BatchNorm momentum is Flax's default 0.99 in ResNet20 and
+  DenseNet40 and 0.9 in VGG.
+- ``"standard"``: the textbook layers ntklib used before: the shortcut is a 1×1 convolution with
+  BatchNorm (He et al.'s option B), no layer has a bias in front of a BatchNorm, and every
+  BatchNorm has momentum 0.9 (PyTorch's 0.1 in its convention).
+
+Both variants have the same convolution and dense widths, pooling and feature dimension d. The
+MLP is not a network of the paper and is the same in both.
+"""
+
+
+def build_model(arch: str, num_classes: int, init: str = "flax", variant: str = "released") -> Classifier:
     """A :class:`Classifier` of architecture ``arch`` with initialisation ``init``.
 
     Args:
         arch: one of :data:`ARCHS`.
         num_classes: K.
         init: one of :data:`INITS`; applies to every convolution and dense layer, classifier included.
+        variant: one of :data:`VARIANTS`, the layout of the layers.
 
     Raises:
-        ValueError: naming ``arch`` or ``init`` and listing the valid choices.
+        ValueError: naming ``arch``, ``init`` or ``variant`` and listing the valid choices.
 
     Example:
         >>> model = build_model("resnet20", 10, "torch")
@@ -251,9 +362,10 @@ def build_model(arch: str, num_classes: int, init: str = "flax") -> Classifier:
     """
     _check_choice("arch", arch, ARCHS)
     _check_choice("init", init, INITS)
-    make_features, d = _ARCHS[arch]
+    _check_choice("variant", variant, VARIANTS)
+    make_features, d, family = _ARCHS[arch]
     return Classifier(
-        features=make_features(init=init),
+        features=make_features(init=init, **_VARIANT_LAYERS[variant][family]),
         num_classes=num_classes,
         kernel_init=get_kernel_init(init),
         bias_init=get_bias_init(init, d),

@@ -19,7 +19,7 @@ import numpy as np
 
 from ntklib import results
 from ntklib.data import Dataset, load_dataset
-from ntklib.models import INITS
+from ntklib.models import PAPER_INITS
 from ntklib.train import TrainConfig, train_and_evaluate
 
 PAPER_LR_MIN = 1e-4
@@ -51,7 +51,7 @@ class SweepEntry:
 def run_sweep(
     base: TrainConfig,
     lrs: Sequence[float],
-    inits: Sequence[str] = INITS,
+    inits: Sequence[str] = PAPER_INITS,
     root: str | Path = "runs",
     *,
     dataset: Dataset | None = None,

@@ -44,7 +44,7 @@ from flax.training import train_state
 
 from ntklib import measure
 from ntklib.data import DATASETS, Dataset, balanced_batches, default_image_size, load_dataset, per_class_batch, steps_per_epoch
-from ntklib.models import ARCHS, INITS, Classifier, build_model
+from ntklib.models import ARCHS, INITS, VARIANTS, Classifier, build_model
 from ntklib.ntk import OffDiagonal
 from ntklib.results import NullRunDir, RunDir, json_safe
 
@@ -74,6 +74,9 @@ class TrainConfig:
     arch: str = _option("resnet20", "architecture", ARCHS)
     dataset: str = _option("mnist", "dataset", DATASETS)
     init: str = _option("flax", "parameter initialisation", INITS)
+    variant: str = _option(
+        "released", "layer layout: released (as the paper's code) or standard (shortcut BN, no bias "
+        "before BatchNorm, BN momentum 0.9)", VARIANTS)
     lr: float = _option(0.01, "initial learning rate")
     epochs: int = _option(400, "number of epochs")
     batch_size: int = _option(120, "K·m samples per batch, a multiple of the number of classes")
@@ -109,6 +112,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}; valid choices: {', '.join(LOSSES)}")
+        if self.variant not in VARIANTS:
+            raise ValueError(f"unknown variant {self.variant!r}; valid choices: {', '.join(VARIANTS)}")
         resolve_epoch_mode(self.epoch_mode)
         if self.ntk_offdiag not in OFFDIAG_MODES:
             valid = ", ".join(OFFDIAG_MODES)
@@ -172,9 +177,9 @@ class TrainConfig:
 
 
 @functools.lru_cache(maxsize=None)
-def _build_model(arch: str, num_classes: int, init: str) -> Classifier:
-    # one module object per (arch, K, init): jitted functions keyed on it are reused across runs
-    return build_model(arch, num_classes, init)
+def _build_model(arch: str, num_classes: int, init: str, variant: str = "released") -> Classifier:
+    # one module object per (arch, K, init, variant): jitted functions keyed on it are reused across runs
+    return build_model(arch, num_classes, init, variant)
 
 
 class TrainState(train_state.TrainState):
@@ -452,7 +457,7 @@ def train_and_evaluate(
     num_classes = dataset.num_classes
     per_class_batch(config.batch_size, num_classes)
     steps = steps_per_epoch(dataset.train_labels, batch_size=config.batch_size, num_classes=num_classes)
-    model = _build_model(config.arch, num_classes, config.init)
+    model = _build_model(config.arch, num_classes, config.init, config.variant)
     state = create_train_state(config, model, dataset.image_shape, steps)
     schedule = create_learning_rate_schedule(config, steps)
     lr = jnp.asarray(config.lr, jnp.float32)

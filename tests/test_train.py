@@ -43,6 +43,9 @@ def test_config_variants():
     assert tiny.dataset == "digits" and tiny.lr == 0.3 and tiny.replace(seed=3).seed == 3
     with pytest.raises(ValueError, match="loss"):
         TrainConfig(loss="hinge")
+    assert default.to_dict()["variant"] == "released"  # config.json records the layers' variant
+    with pytest.raises(ValueError, match=r"variant 'paper'.*released, standard"):
+        TrainConfig(variant="paper")
     assert TrainConfig(arch="vgg16").ntk_settings == (4, 8)  # the paper's 40-sample NTK for VGG
     assert TrainConfig().ntk_settings == (None, None)  # whole batch of 120
     assert TrainConfig(arch="vgg11", ntk_per_class=12, ntk_chunk_size=2).ntk_settings == (12, 2)
