@@ -33,11 +33,11 @@ class BlockEigenvalues(NamedTuple):
     """The three distinct eigenvalues of a block kernel, smallest first."""
 
     lam0: float
-    """λ_0 = κ_d − κ_c: within-class directions, multiplicity K(m − 1)."""
+    """λ_0 = κ_d − κ_c, for the within-class directions (multiplicity K(m − 1))."""
     lamc: float
-    """λ_c = λ_0 + m(κ_c − κ_n): class-mean directions, multiplicity K − 1."""
+    """λ_c = λ_0 + m(κ_c − κ_n), for the class-mean directions (multiplicity K − 1)."""
     lammax: float
-    """λ_max = λ_c + N κ_n: the global-mean direction 1_N, multiplicity 1."""
+    """λ_max = λ_c + N κ_n, for the global-mean direction 1_N (multiplicity 1)."""
 
 
 class BlockProjectors(NamedTuple):

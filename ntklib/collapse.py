@@ -26,15 +26,12 @@ Example:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import jax.numpy as jnp
 import numpy as np
 from jax import Array
 from jax.typing import DTypeLike
 
-if TYPE_CHECKING:
-    from ntklib.block_kernel import BlockKernel
+from ntklib.block_kernel import BlockKernel
 
 
 def _check_labels(features: Array, labels: Array, num_classes: int | None = None) -> tuple[Array, int]:
@@ -86,9 +83,10 @@ def nc1_within_class_std(features: Array, labels: Array, *, num_classes: int | N
 
 
 def nc1_trace(features: Array, labels: Array, *, num_classes: int | None = None) -> Array:
-    """NC1 in the trace form of Papyan et al. (2020): tr(Σ_W Σ_B⁺) / K, with
+    """NC1 in the trace form of Papyan et al. (2020): tr(Σ_W Σ_B⁺) / K, with the within-class and
+    between-class covariances::
 
-    Σ_W = (1/N) Σ_i (h_i − μ_{y_i})(h_i − μ_{y_i})ᵀ,   Σ_B = (1/K) Σ_k (μ_k − h̄)(μ_k − h̄)ᵀ.
+        Σ_W = (1/N) Σ_i (h_i − μ_{y_i})(h_i − μ_{y_i})ᵀ,   Σ_B = (1/K) Σ_k (μ_k − h̄)(μ_k − h̄)ᵀ.
     """
     labels, num_classes = _check_labels(features, labels, num_classes)
     means = class_means(features, labels, num_classes=num_classes)
@@ -150,7 +148,7 @@ def equal_bias_cosines(bias_value: float, kernel: BlockKernel) -> tuple[float, f
 
     At the end of training with H₂ = 0 and E = 0 the class means M and classifier W satisfy
     W M = I_K − β 1 1ᵀ and WᵀW = (m/λ_c) M (I_K − α 1 1ᵀ) Mᵀ with α = m κ_n / λ_max. Writing
-    MᵀM = a (I + x 1 1ᵀ) with a = √(λ_c/m), these give, with u = 1 − α K = λ_c/λ_max,
+    MᵀM = a (I + x 1 1ᵀ) with a = √(λ_c/m), these give, with u = 1 − α K = λ_c/λ_max::
 
         x = (|1 − K β| / √u − 1) / K,
         W Wᵀ = a⁻¹ (I − q 1 1ᵀ),  q = p + y − K p y,  p = 2β − K β²,  y = x / (1 + K x),

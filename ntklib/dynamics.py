@@ -57,11 +57,11 @@ class ResidualComponents(NamedTuple):
     """R split by the projectors of Table 1 (each (K, N)); the three parts sum to R."""
 
     glob: Array
-    """R P_glob: the global-mean residual, decaying at rate μ_max."""
+    """R P_glob, the global-mean residual, decaying at rate μ_max."""
     cls: Array
-    """R P_cls: class means minus the global mean, decaying at rate μ_c."""
+    """R P_cls, the class means minus the global mean, decaying at rate μ_c."""
     within: Array
-    """R P_within: each sample minus its class mean, decaying at rate μ_0."""
+    """R P_within, each sample minus its class mean, decaying at rate μ_0."""
 
 
 def residual(weights: Array, features: Array, bias: Array, num_classes: int, per_class: int) -> Array:
@@ -113,12 +113,12 @@ def _centre(x: Array) -> Array:
 def theorem41_vector_field(
     kernel: BlockKernel, *, form: str = "block", centred: bool = False, train_bias: bool = True
 ) -> Callable[[Array | float, FlowState, object], FlowState]:
-    """The gradient flow of Theorem 4.1 on FlowState(H, W, b).
+    """The gradient flow of Theorem 4.1 on FlowState(H, W, b)::
 
-    dH/dt = −Wᵀ R K_κ          (``form="generic"``: dense K_κ)
-          = −Wᵀ [λ_0 R + m(κ_c − κ_n) R_cls + N κ_n R_glob]   (``form="block"``)
-          = −λ_0 Wᵀ R          (``form="end_of_training"``: R_cls = R_glob = 0)
-    dW/dt = −R Hᵀ,   db/dt = −R 1_N (0 if not ``train_bias``).
+        dH/dt = −Wᵀ R K_κ          (form="generic": dense K_κ)
+              = −Wᵀ [λ_0 R + m(κ_c − κ_n) R_cls + N κ_n R_glob]   (form="block")
+              = −λ_0 Wᵀ R          (form="end_of_training": R_cls = R_glob = 0)
+        dW/dt = −R Hᵀ,   db/dt = −R 1_N (0 if not train_bias).
 
     Here R_cls and R_glob are R with every entry replaced by its class mean and its global mean.
 

@@ -154,7 +154,7 @@ def block_statistics(
     num_classes: int | None = None,
     per_class: int | None = None,
 ) -> BlockKernel:
-    """Block statistics (κ_d, κ_c, κ_n) averaged over the outputs, as a :class:`BlockKernel`.
+    """Block statistics (κ_d, κ_c, κ_n) averaged over the outputs, as a :class:`~ntklib.block_kernel.BlockKernel`.
 
     Averaging the per-output means equals taking the means of Σ_c Θ_c / C (the means are linear).
 
