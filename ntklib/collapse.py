@@ -10,7 +10,18 @@ values, so the metrics can be traced by ``jax.jit`` (with ``num_classes`` static
 vouches that every class occurs.
 
 Example:
-    >>> nc2 = jax.jit(functools.partial(nc2_etf_distance, num_classes=10))   # doctest: +SKIP
+    Three classes whose features sit exactly on a simplex ETF are collapsed (NC1 = NC2 = 0); with a
+    static ``num_classes`` the metric compiles under ``jax.jit``:
+
+    >>> import functools, jax
+    >>> import jax.numpy as jnp
+    >>> labels = jnp.array([0, 0, 1, 1, 2, 2])
+    >>> features = (jnp.eye(3) - 1 / 3)[:, labels]  # (d, N) = (3, 6)
+    >>> float(nc1_within_class_std(features, labels))
+    0.0
+    >>> nc2 = jax.jit(functools.partial(nc2_etf_distance, num_classes=3))
+    >>> round(float(nc2(features, labels)), 6)
+    0.0
 """
 
 from __future__ import annotations
@@ -18,6 +29,9 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 from jax import Array
+from jax.typing import DTypeLike
+
+from ntklib.block_kernel import BlockKernel
 
 
 def _check_labels(features: Array, labels: Array, num_classes: int | None = None) -> tuple[Array, int]:
@@ -37,7 +51,7 @@ def _check_labels(features: Array, labels: Array, num_classes: int | None = None
     return labels, num_classes
 
 
-def _class_indicator(labels: Array, num_classes: int, dtype) -> Array:
+def _class_indicator(labels: Array, num_classes: int, dtype: DTypeLike | None) -> Array:
     """(N, K) one-hot rows of the labels."""
     return jnp.eye(num_classes, dtype=dtype)[labels]
 
@@ -70,7 +84,8 @@ def nc1_within_class_std(features: Array, labels: Array, *, num_classes: int | N
 
 
 def nc1_trace(features: Array, labels: Array, *, num_classes: int | None = None) -> Array:
-    """NC1 in the trace form of Papyan et al. (2020): tr(Σ_W Σ_B⁺) / K, with
+    """NC1 in the trace form of Papyan et al. (2020): tr(Σ_W Σ_B⁺) / K, with the within-class and
+    between-class covariances::
 
         Σ_W = (1/N) Σ_i (h_i − μ_{y_i})(h_i − μ_{y_i})ᵀ,   Σ_B = (1/K) Σ_k (μ_k − h̄)(μ_k − h̄)ᵀ.
     """
@@ -83,7 +98,7 @@ def nc1_trace(features: Array, labels: Array, *, num_classes: int | None = None)
     return jnp.trace(sigma_w @ jnp.linalg.pinv(sigma_b, hermitian=True)) / num_classes
 
 
-def simplex_etf_gram(num_classes: int, dtype=None) -> Array:
+def simplex_etf_gram(num_classes: int, dtype: DTypeLike | None = None) -> Array:
     """The normalised Gram matrix of a simplex ETF, (I_K − 1 1ᵀ/K)/√(K − 1) (unit Frobenius norm)."""
     k = num_classes
     return (jnp.eye(k, dtype=dtype) - jnp.ones((k, k), dtype=dtype) / k) / jnp.sqrt(k - 1.0)
@@ -129,12 +144,12 @@ def off_diagonal(matrix: Array) -> Array:
     return matrix[~np.eye(k, dtype=bool)]
 
 
-def equal_bias_cosines(bias_value: float, kernel) -> tuple[float, float]:
+def equal_bias_cosines(bias_value: float, kernel: BlockKernel) -> tuple[float, float]:
     """Closed-form angles of the end-of-training geometry with equal biases b = β 1 (App. B.4).
 
     At the end of training with H₂ = 0 and E = 0 the class means M and classifier W satisfy
     W M = I_K − β 1 1ᵀ and WᵀW = (m/λ_c) M (I_K − α 1 1ᵀ) Mᵀ with α = m κ_n / λ_max. Writing
-    MᵀM = a (I + x 1 1ᵀ) with a = √(λ_c/m), these give, with u = 1 − α K = λ_c/λ_max,
+    MᵀM = a (I + x 1 1ᵀ) with a = √(λ_c/m), these give, with u = 1 − α K = λ_c/λ_max::
 
         x = (|1 − K β| / √u − 1) / K,
         W Wᵀ = a⁻¹ (I − q 1 1ᵀ),  q = p + y − K p y,  p = 2β − K β²,  y = x / (1 + K x),

@@ -19,7 +19,8 @@ Vector fields have the signature ``f(t, state, args)`` of diffrax and are integr
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import diffrax
 import jax
@@ -59,11 +60,11 @@ class ResidualComponents(NamedTuple):
     """R split by the projectors of Table 1 (each (K, N)); the three parts sum to R."""
 
     glob: Array
-    """R P_glob: the global-mean residual, decaying at rate μ_max."""
+    """R P_glob, the global-mean residual, decaying at rate μ_max."""
     cls: Array
-    """R P_cls: class means minus the global mean, decaying at rate μ_c."""
+    """R P_cls, the class means minus the global mean, decaying at rate μ_c."""
     within: Array
-    """R P_within: each sample minus its class mean, decaying at rate μ_0."""
+    """R P_within, each sample minus its class mean, decaying at rate μ_0."""
 
 
 def residual(weights: Array, features: Array, bias: Array, num_classes: int, per_class: int) -> Array:
@@ -126,7 +127,7 @@ def residual_gradient_descent(res0: Array, kernel: BlockKernel, learning_rate: f
         (steps + 1, K, N) residuals, starting with R(0).
     """
 
-    def step(res, _):
+    def step(res: Array, _: None) -> tuple[Array, Array]:
         nxt = res - learning_rate * kernel.apply(res)
         return nxt, nxt
 
@@ -141,13 +142,13 @@ def _centre(x: Array) -> Array:
 
 def theorem41_vector_field(
     kernel: BlockKernel, *, form: str = "block", centred: bool = False, train_bias: bool = True
-) -> Callable:
-    """The gradient flow of Theorem 4.1 on FlowState(H, W, b).
+) -> Callable[[Array | float, FlowState, object], FlowState]:
+    """The gradient flow of Theorem 4.1 on FlowState(H, W, b)::
 
-    dH/dt = −Wᵀ R K_κ          (``form="generic"``: dense K_κ)
-          = −Wᵀ [λ_0 R + m(κ_c − κ_n) R_cls + N κ_n R_glob]   (``form="block"``)
-          = −λ_0 Wᵀ R          (``form="end_of_training"``: R_cls = R_glob = 0)
-    dW/dt = −R Hᵀ,   db/dt = −R 1_N (0 if not ``train_bias``).
+        dH/dt = −Wᵀ R K_κ          (form="generic": dense K_κ)
+              = −Wᵀ [λ_0 R + m(κ_c − κ_n) R_cls + N κ_n R_glob]   (form="block")
+              = −λ_0 Wᵀ R          (form="end_of_training": R_cls = R_glob = 0)
+        dW/dt = −R Hᵀ,   db/dt = −R 1_N (0 if not train_bias).
 
     Here R_cls and R_glob are R with every entry replaced by its class mean and its global mean.
 
@@ -176,7 +177,7 @@ def theorem41_vector_field(
             + n * kernel.other_class * res.mean(axis=-1, keepdims=True)
         )
 
-    def vector_field(t, state: FlowState, args) -> FlowState:
+    def vector_field(t: Array | float, state: FlowState, args: object) -> FlowState:
         h, w, b = state
         res = residual(w, h, b, k, m)
         dh = -w.T @ kernel_times(res)
@@ -188,7 +189,9 @@ def theorem41_vector_field(
     return vector_field
 
 
-def theorem51_vector_field(kernel: BlockKernel, *, train_bias: bool = True) -> Callable:
+def theorem51_vector_field(
+    kernel: BlockKernel, *, train_bias: bool = True
+) -> Callable[[Array | float, DecomposedState, object], DecomposedState]:
     """The decomposed flow of Theorem 5.1 on DecomposedState(M, H₂, W, b).
 
     With class-mean residuals R̄ = W M + b 1_Kᵀ − I_K (K, K)::
@@ -201,7 +204,7 @@ def theorem51_vector_field(kernel: BlockKernel, *, train_bias: bool = True) -> C
     lam0, lamc, _ = kernel.check_positive_definite().eigenvalues()
     m = kernel.per_class
 
-    def vector_field(t, state: DecomposedState, args) -> DecomposedState:
+    def vector_field(t: Array | float, state: DecomposedState, args: object) -> DecomposedState:
         means, within, w, b = state
         rbar = w @ means + b[:, None] - jnp.eye(w.shape[0], dtype=w.dtype)
         row_sums = rbar.sum(axis=1, keepdims=True)  # R̄ 1_K, (K, 1)
@@ -222,13 +225,13 @@ class Trajectory(NamedTuple):
 
 
 def integrate(
-    vector_field: Callable,
-    initial_state,
+    vector_field: Callable[[Any, Any, Any], Any],
+    initial_state: Any,
     times: Array,
     *,
     rtol: float = 1e-10,
     atol: float = 1e-12,
-    solver: diffrax.AbstractSolver | None = None,
+    solver: diffrax.AbstractSolver[Any] | None = None,
     max_steps: int = 1_000_000,
 ) -> Trajectory:
     """Integrate ``dy/dt = vector_field(t, y, None)`` from ``times[0]`` and save at every entry of

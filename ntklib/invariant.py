@@ -23,11 +23,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import Array
+from jax.typing import DTypeLike
 
 from ntklib.block_kernel import BlockKernel, one_hot_labels
 
 
-def within_class_basis(per_class: int, dtype=None) -> Array:
+def within_class_basis(per_class: int, dtype: DTypeLike | None = None) -> Array:
     """An orthonormal basis Q (m, m − 1) of the vectors orthogonal to 1_m (Helmert contrasts)."""
     m = per_class
     q = np.zeros((m, m - 1))
@@ -40,18 +41,20 @@ def within_class_basis(per_class: int, dtype=None) -> Array:
 
 def _sizes(features: Array, kernel: BlockKernel) -> None:
     if features.ndim != 2 or features.shape[1] != kernel.num_samples:
-        raise ValueError(
-            f"features must be (d, N) with N = K m = {kernel.num_samples}, got shape {features.shape}"
-        )
+        raise ValueError(f"features must be (d, N) with N = K m = {kernel.num_samples}, got shape {features.shape}")
 
 
-def _label_and_within_bases(num_classes: int, per_class: int, basis: Array | None, dtype):
+def _label_and_within_bases(
+    num_classes: int, per_class: int, basis: Array | None, dtype: DTypeLike | None
+) -> tuple[Array, Array]:
     """Y = I_K ⊗ 1_mᵀ (K, N) and V₂ = I_K ⊗ Q (N, K(m − 1))."""
     q = within_class_basis(per_class, dtype) if basis is None else basis
     return one_hot_labels(num_classes, per_class, dtype), jnp.kron(jnp.eye(num_classes, dtype=dtype), q)
 
 
-def decompose_features(features: Array, num_classes: int, per_class: int, basis: Array | None = None):
+def decompose_features(
+    features: Array, num_classes: int, per_class: int, basis: Array | None = None
+) -> tuple[Array, Array]:
     """Split H (d, N) into class means M (d, K) and the within-class part H₂ (d, K(m − 1)).
 
     Args:
@@ -154,8 +157,14 @@ def invariant_metrics(weights: Array, features: Array, kernel: BlockKernel) -> d
 
 
 def zero_invariant_state(
-    key: Array, kernel: BlockKernel, feature_dim: int, *, scale: float = 0.1, centred: bool = True, dtype=jnp.float64
-):
+    key: Array,
+    kernel: BlockKernel,
+    feature_dim: int,
+    *,
+    scale: float = 0.1,
+    centred: bool = True,
+    dtype: DTypeLike = jnp.float64,
+) -> tuple[Array, Array, Array]:
     """An initial (H₀, W₀, b₀) with E = 0 exactly (the set-up of Theorem 5.2).
 
     H₀ = A Z with A (d, K) and Z (K, N) Gaussian (Z P with P = I − 1 1ᵀ/N when ``centred``, so that

@@ -110,7 +110,9 @@ def _stack(kernels: ArrayLike) -> np.ndarray:
     return a
 
 
-def _prepare(kernels, labels, num_classes, per_class) -> tuple[np.ndarray, int, int]:
+def _prepare(
+    kernels: ArrayLike, labels: ArrayLike | None, num_classes: int | None, per_class: int | None
+) -> tuple[np.ndarray, int, int]:
     a = _stack(kernels)
     k, m = balanced_batch_sizes(labels, num_classes=num_classes, per_class=per_class, num_samples=a.shape[-1])
     return a, k, m
@@ -152,14 +154,15 @@ def block_statistics(
     num_classes: int | None = None,
     per_class: int | None = None,
 ) -> BlockKernel:
-    """Block statistics (κ_d, κ_c, κ_n) averaged over the outputs, as a :class:`BlockKernel`.
+    """Block statistics (κ_d, κ_c, κ_n) averaged over the outputs, as a :class:`~ntklib.block_kernel.BlockKernel`.
 
     Averaging the per-output means equals taking the means of Σ_c Θ_c / C (the means are linear).
 
     Example:
         >>> bk = BlockKernel(3.0, 1.0, 0.2, num_classes=4, per_class=5)
-        >>> block_statistics(bk.matrix(), num_classes=4, per_class=5)  # doctest: +SKIP
-        BlockKernel(diag=3.0, same_class=1.0, other_class=0.2, num_classes=4, per_class=5)
+        >>> stats = block_statistics(bk.matrix(), num_classes=4, per_class=5)
+        >>> [round(v, 6) for v in (stats.diag, stats.same_class, stats.other_class)], stats.num_classes
+        ([3.0, 1.0, 0.2], 4)
     """
     a, k, m = _prepare(kernels, labels, num_classes, per_class)
     d, c, n = block_means(a, num_classes=k, per_class=m).mean(axis=0)
@@ -224,9 +227,7 @@ def block_fit_error(
     same = np.kron(np.eye(k), np.ones((m, m)))
     eye = np.eye(n)
     fitted = (
-        means[:, 0, None, None] * eye
-        + means[:, 1, None, None] * (same - eye)
-        + means[:, 2, None, None] * (1.0 - same)
+        means[:, 0, None, None] * eye + means[:, 1, None, None] * (same - eye) + means[:, 2, None, None] * (1.0 - same)
     )
     num = np.linalg.norm((a - fitted).reshape(a.shape[0], -1), axis=1).sum()
     den = np.linalg.norm(a.reshape(a.shape[0], -1), axis=1).sum()

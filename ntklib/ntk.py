@@ -154,9 +154,9 @@ class BlockNTK(NamedTuple):
     """
 
     logits: Array
-    """Θ_cc, (C, N, N): NTK of logit c w.r.t. all parameters (θ, W, b)."""
+    """Θ_cc (C, N, N), the NTK of logit c w.r.t. all parameters (θ, W, b)."""
     features: Array
-    """Θʰ_jj, (d, N, N): kernel of feature j w.r.t. the feature extractor's parameters only."""
+    """Θʰ_jj (d, N, N), the kernel of feature j w.r.t. the feature extractor's parameters only."""
     h: Array
     """Batch features, (N, d) (row i = h(x_i)); transpose for the paper's H (d, N)."""
     logits_norms: Array | None = None
@@ -170,12 +170,12 @@ class BlockNTK(NamedTuple):
 
     @property
     def logits_trace(self) -> Array:
-        """Σ_c Θ_cc, (N, N): the traced NTK."""
+        """Σ_c Θ_cc (N, N), the traced NTK."""
         return self.logits.sum(axis=0)
 
     @property
     def features_trace(self) -> Array:
-        """Σ_j Θʰ_jj, (N, N): the traced feature kernel."""
+        """Σ_j Θʰ_jj (N, N), the traced feature kernel."""
         return self.features.sum(axis=0)
 
 

@@ -166,7 +166,7 @@ def plot_final_alignment(df, ax=None):
 
 
 def plot_figure2(runs, path: str | Path | None = None, *, title: str | None = None, nc1: str = "nc1"):
-    """All panes a–j in one figure; ``runs`` is a results root or a :func:`results.load_runs`
+    """All panes a–j in one figure; ``runs`` is a results root or a :func:`ntklib.results.load_runs`
     frame, ``nc1`` the NC1 form of panes b and f. Saves a PNG to ``path`` when given. Returns the
     figure."""
     plt = _pyplot()

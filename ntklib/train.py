@@ -147,7 +147,7 @@ class TrainConfig:
 
     @property
     def decay_every_epochs(self) -> int:
-        """Epochs between learning-rate decays in this run: lr_decay_every · epochs / 400, ≥ 1."""
+        """Epochs between learning-rate decays in this run, lr_decay_every · epochs / 400, ≥ 1."""
         return max(1, round(self.lr_decay_every * self.epochs / REFERENCE_EPOCHS))
 
     @property

@@ -333,7 +333,9 @@ def test_equal_bias_cosines_vs_simulation():
         assert float(jnp.linalg.norm(within)) < 1e-8
         assert float(jnp.linalg.norm(invariant(w, h, kern))) < 1e-9 * float(jnp.linalg.norm(w.T @ w))
         cos_m, cos_w = equal_bias_cosines(beta, kern)
-        np.testing.assert_allclose(off_diagonal(np.asarray(pairwise_cosines(means))), cos_m, atol=1e-7, err_msg=str(beta))
+        np.testing.assert_allclose(
+            off_diagonal(np.asarray(pairwise_cosines(means))), cos_m, atol=1e-7, err_msg=str(beta)
+        )
         np.testing.assert_allclose(off_diagonal(np.asarray(pairwise_cosines(w.T))), cos_w, atol=1e-7, err_msg=str(beta))
         # NC2 holds for the centred means; NC3 fails for β ≠ 1/K
         labels = np.repeat(np.arange(k), m)

@@ -94,7 +94,7 @@ def test_residual_components_are_projections(k, m):
     r = rng.normal(size=(k, k * m))
     parts = residual_components(jnp.asarray(r), k)
     assert isinstance(parts, ResidualComponents)
-    for part, proj in zip(parts, projectors(k, m)):
+    for part, proj in zip(parts, projectors(k, m), strict=True):
         assert part.shape == r.shape
         np.testing.assert_allclose(np.asarray(part), r @ proj, atol=1e-14)
     np.testing.assert_allclose(np.asarray(sum(parts)), r, atol=1e-14)
@@ -109,7 +109,7 @@ def test_residual_flow_vs_expm(k, m):
     times = np.array([0.0, 0.13, 0.5, 1.7])
     path = np.asarray(residual_flow(jnp.asarray(r0), kern, jnp.asarray(times)))
     assert path.shape == (len(times), k, k * m)
-    for t, rt in zip(times, path):
+    for t, rt in zip(times, path, strict=True):
         np.testing.assert_allclose(rt, r0 @ scipy.linalg.expm(-t * kmat), rtol=1e-10, atol=1e-13)
     # each component decays at its own rate (μ_max, μ_c, μ_0 = Table 1 eigenvalues)
     mu0, muc, mumax = kern.eigenvalues()
@@ -202,14 +202,16 @@ def test_theorem41_forms_vs_dense_formula(k, m):
     for form in ("block", "generic"):
         for centred in (False, True):
             for train_bias in (True, False):
-                got = as_np(theorem41_vector_field(kern, form=form, centred=centred, train_bias=train_bias)(0.0, state, None))
+                got = as_np(
+                    theorem41_vector_field(kern, form=form, centred=centred, train_bias=train_bias)(0.0, state, None)
+                )
                 want = naive_field(h, w, b, kmat, y, centred, train_bias)
-                for g_, w_ in zip(got, want):
+                for g_, w_ in zip(got, want, strict=True):
                     np.testing.assert_allclose(g_, w_, rtol=1e-11, atol=1e-12)
     lam0 = kern.eigenvalues().lam0
     got = as_np(theorem41_vector_field(kern, form="end_of_training")(0.0, state, None))
     want = naive_field(h, w, b, lam0 * np.eye(k * m), y)
-    for g_, w_ in zip(got, want):
+    for g_, w_ in zip(got, want, strict=True):
         np.testing.assert_allclose(g_, w_, rtol=1e-11, atol=1e-12)
     # centred: the global feature mean does not move
     dh = np.asarray(theorem41_vector_field(kern, centred=True)(0.0, state, None).features)
@@ -231,7 +233,7 @@ def test_end_of_training_form_equals_block_form_when_class_residuals_vanish():
     state = FlowState(jnp.asarray(h), jnp.asarray(w), jnp.asarray(b))
     full = as_np(theorem41_vector_field(kern, form="block")(0.0, state, None))
     eot = as_np(theorem41_vector_field(kern, form="end_of_training")(0.0, state, None))
-    for a, c in zip(full, eot):
+    for a, c in zip(full, eot, strict=True):
         np.testing.assert_allclose(a, c, atol=1e-12)
 
 
@@ -344,7 +346,9 @@ def flows():
     rng = np.random.default_rng(10)
     kern = BlockKernel(*KAPPA, num_classes=K, per_class=M)
     h, w, b = random_state(rng, K, M, D)
-    fields = {name: theorem41_vector_field(kern, form=f, centred=c, train_bias=tb) for name, (f, c, tb) in FLOW_SPECS.items()}
+    fields = {
+        name: theorem41_vector_field(kern, form=f, centred=c, train_bias=tb) for name, (f, c, tb) in FLOW_SPECS.items()
+    }
     fields["theorem51"] = theorem51_vector_field(kern)
     means, within = decompose_features(jnp.asarray(h), K, M)
     y0 = {name: FlowState(jnp.asarray(h), jnp.asarray(w), jnp.asarray(b)) for name in FLOW_SPECS}
@@ -396,11 +400,17 @@ def test_integrate_vs_solve_ivp_dop853(flows, name):
         return np.concatenate([x.ravel() for x in out])
 
     flat0 = np.concatenate([h0.ravel(), w0.ravel(), b0])
-    sol = scipy.integrate.solve_ivp(rhs, (TIMES[0], TIMES[-1]), flat0, method="DOP853", t_eval=TIMES, rtol=1e-12, atol=1e-14)
+    sol = scipy.integrate.solve_ivp(
+        rhs, (TIMES[0], TIMES[-1]), flat0, method="DOP853", t_eval=TIMES, rtol=1e-12, atol=1e-14
+    )
     assert sol.success
     st = traj.states[name]
     got = np.concatenate(
-        [np.asarray(st.features).reshape(len(TIMES), -1), np.asarray(st.weights).reshape(len(TIMES), -1), np.asarray(st.bias)],
+        [
+            np.asarray(st.features).reshape(len(TIMES), -1),
+            np.asarray(st.weights).reshape(len(TIMES), -1),
+            np.asarray(st.bias),
+        ],
         axis=1,
     )
     np.testing.assert_allclose(got, sol.y.T, rtol=1e-8, atol=1e-9)
@@ -414,7 +424,7 @@ def test_integrate_vs_solve_ivp_dop853(flows, name):
 def test_invariant_conserved_along_flow(flows, name):
     kern, _, traj = flows
     st = traj.states[name]
-    es = [np.asarray(invariant(w, h, kern)) for h, w in zip(st.features, st.weights)]
+    es = [np.asarray(invariant(w, h, kern)) for h, w in zip(st.features, st.weights, strict=True)]
     scale = np.linalg.norm(es[0])
     assert scale > 0.1
     for e in es[1:]:
@@ -437,7 +447,7 @@ def test_end_of_training_invariant_conserved_along_flow(flows):
     kern, _, traj = flows
     lam0 = kern.eigenvalues().lam0
     st = traj.states["eot"]
-    es = [np.asarray(end_of_training_invariant(w, h, lam0)) for h, w in zip(st.features, st.weights)]
+    es = [np.asarray(end_of_training_invariant(w, h, lam0)) for h, w in zip(st.features, st.weights, strict=True)]
     scale = np.linalg.norm(es[0])
     for e in es[1:]:
         assert np.linalg.norm(e - es[0]) <= 1e-9 * scale
@@ -477,7 +487,7 @@ def test_float32_inputs_stay_float32():
             kmat = dense_kernel(*KAPPA, k, m)
         h64, w64, b64 = (np.asarray(x, dtype=np.float64) for x in state)
         want = naive_field(h64, w64, b64, kmat, labels_matrix(k, m), centred=form == "block")
-        for g_, w_ in zip(out, want):
+        for g_, w_ in zip(out, want, strict=True):
             np.testing.assert_allclose(np.asarray(g_), w_, rtol=1e-4, atol=1e-4)
     assert residual(w, h, b, k, m).dtype == jnp.float32
     assert residual_flow(residual(w, h, b, k, m), kern, jnp.asarray([0.0, 1.0], dtype=jnp.float32)).dtype == jnp.float32

@@ -15,7 +15,9 @@ def test_exact_block_kernel_recovers_its_values(k, m):
     got = ks.block_statistics(mat, labels)
     assert (got.num_classes, got.per_class) == (k, m)
     np.testing.assert_allclose([got.diag, got.same_class, got.other_class], [3.5, 1.25, -0.4], rtol=1e-13)
-    np.testing.assert_allclose(ks.per_class_block_statistics(mat, labels), np.tile([3.5, 1.25, -0.4], (k, 1)), rtol=1e-13)
+    np.testing.assert_allclose(
+        ks.per_class_block_statistics(mat, labels), np.tile([3.5, 1.25, -0.4], (k, 1)), rtol=1e-13
+    )
     assert ks.block_fit_error(mat, labels) < 1e-14
 
 
