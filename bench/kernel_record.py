@@ -28,8 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ntklib.data import load_dataset
-from ntklib.models import build_model
 from ntklib.measure import kernel_statistics, subsample_per_class
+from ntklib.models import build_model
 from ntklib.ntk import OffDiagonal
 
 MODES = (OffDiagonal.NONE, OffDiagonal.LOGITS, OffDiagonal.NORMS)
@@ -75,8 +75,9 @@ def main(argv=None) -> None:
         first, median[mode] = time_record(model, variables, x, labels, mode, args.repeats)
         print(f"offdiag={mode.value:7s} first call {first:7.2f} s   median of {args.repeats}: {median[mode]:7.3f} s")
     base = median[OffDiagonal.LOGITS]
-    print("\nratios to the default (logits): "
-          + ", ".join(f"{mode.value} {median[mode] / base:.2f}x" for mode in MODES))
+    print(
+        "\nratios to the default (logits): " + ", ".join(f"{mode.value} {median[mode] / base:.2f}x" for mode in MODES)
+    )
 
 
 if __name__ == "__main__":

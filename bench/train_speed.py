@@ -55,8 +55,12 @@ def synthetic_dataset(per_class: int, test_size: int, shape=(32, 32, 3), seed: i
     train_labels = np.repeat(np.arange(10, dtype=np.int32), per_class)
     test_labels = np.arange(test_size, dtype=np.int32) % 10
     return Dataset(
-        rng.random((len(train_labels), *shape), dtype=np.float32), train_labels,
-        rng.random((test_size, *shape), dtype=np.float32), test_labels, 10, "synthetic",
+        rng.random((len(train_labels), *shape), dtype=np.float32),
+        train_labels,
+        rng.random((test_size, *shape), dtype=np.float32),
+        test_labels,
+        10,
+        "synthetic",
     )
 
 
@@ -68,10 +72,20 @@ def block(tree):
     return jax.tree.map(lambda x: x.block_until_ready() if hasattr(x, "block_until_ready") else x, tree)
 
 
-def bench_arch(arch: str, dataset: Dataset, *, steps: int, epoch_steps: int | None, kernel_metrics: bool,
-               ntk_per_class: int | None, repeats: int, modes: tuple[str, ...]) -> dict:
-    config = TrainConfig(arch=arch, dataset="synthetic", batch_size=120, kernel_metrics=kernel_metrics,
-                         ntk_per_class=ntk_per_class)
+def bench_arch(
+    arch: str,
+    dataset: Dataset,
+    *,
+    steps: int,
+    epoch_steps: int | None,
+    kernel_metrics: bool,
+    ntk_per_class: int | None,
+    repeats: int,
+    modes: tuple[str, ...],
+) -> dict:
+    config = TrainConfig(
+        arch=arch, dataset="synthetic", batch_size=120, kernel_metrics=kernel_metrics, ntk_per_class=ntk_per_class
+    )
     model = _build_model(arch, 10, "flax")
     full_steps = steps_per_epoch(dataset.train_labels, batch_size=120, num_classes=10)
     state = create_train_state(config, model, dataset.image_shape, full_steps)
@@ -94,8 +108,11 @@ def bench_arch(arch: str, dataset: Dataset, *, steps: int, epoch_steps: int | No
             t0 = time.perf_counter()
             state, losses, _ = block(train_epoch(state, images, labels, sub, lr))
             times.append(time.perf_counter() - t0)
-        out[mode] = {"samples_per_s": steps * 120 / min(times), "step_ms": 1e3 * min(times) / steps,
-                     "compile_s": compile_s}
+        out[mode] = {
+            "samples_per_s": steps * 120 / min(times),
+            "step_ms": 1e3 * min(times) / steps,
+            "compile_s": compile_s,
+        }
         log(f"{arch} ({mode}): {out[mode]['samples_per_s']:.0f} samples/s")
     best = max(modes, key=lambda m: out[m]["samples_per_s"])
     out["best_mode"] = best
@@ -122,8 +139,16 @@ def bench_arch(arch: str, dataset: Dataset, *, steps: int, epoch_steps: int | No
     state, _ = one_epoch(state)  # compile
     log(f"{arch}: timing the protocol epoch")
     state, (train_s, eval_s, metrics_s) = one_epoch(state)
-    out.update({"epoch_steps": n, "full_steps": full_steps, "epoch_train_s": train_s, "epoch_test_eval_s": eval_s,
-                "epoch_batch_metrics_s": metrics_s, "epoch_total_s": train_s + eval_s + metrics_s})
+    out.update(
+        {
+            "epoch_steps": n,
+            "full_steps": full_steps,
+            "epoch_train_s": train_s,
+            "epoch_test_eval_s": eval_s,
+            "epoch_batch_metrics_s": metrics_s,
+            "epoch_total_s": train_s + eval_s + metrics_s,
+        }
+    )
     return out
 
 
@@ -135,44 +160,83 @@ def main(argv=None) -> None:
     parser.add_argument("--test-size", type=int, default=10000)
     parser.add_argument("--epoch-steps", type=int, help="cap the protocol epoch at this many steps (CPU)")
     parser.add_argument("--no-kernel-metrics", dest="kernel_metrics", action="store_false")
-    parser.add_argument("--ntk-per-class", type=int,
-                        help="NTK on this many samples per class (default: TrainConfig's, 4 for VGG, else all 12)")
+    parser.add_argument(
+        "--ntk-per-class",
+        type=int,
+        help="NTK on this many samples per class (default: TrainConfig's, 4 for VGG, else all 12)",
+    )
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--modes", nargs="+", default=["scan", "loop"], choices=["scan", "loop"],
-                        help="epoch implementations to time (ntklib.train.make_train_epoch)")
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        default=["scan", "loop"],
+        choices=["scan", "loop"],
+        help="epoch implementations to time (ntklib.train.make_train_epoch)",
+    )
     args = parser.parse_args(argv)
 
     device = jax.devices()[0]
     print(f"device: {device.device_kind} ({device.platform}), {jax.device_count()} device(s); host {platform.node()}")
-    print(f"jax {jax.__version__}, flax {flax.__version__}, optax {optax.__version__}, numpy {np.__version__}, "
-          f"python {platform.python_version()}, matmul precision {jax.config.jax_default_matmul_precision}")
+    print(
+        f"jax {jax.__version__}, flax {flax.__version__}, optax {optax.__version__}, numpy {np.__version__}, "
+        f"python {platform.python_version()}, matmul precision {jax.config.jax_default_matmul_precision}"
+    )
     dataset = synthetic_dataset(args.per_class, args.test_size)
     full_steps = steps_per_epoch(dataset.train_labels, batch_size=120, num_classes=10)
-    print(f"data: CIFAR-shaped synthetic, {args.per_class}/class → {full_steps} steps/epoch of 120"
-          + (f", epoch capped at {args.epoch_steps} steps" if args.epoch_steps else "")
-          + f"; test set {args.test_size}; kernel metrics "
-          + (("on, " + (f"{args.ntk_per_class}/class" if args.ntk_per_class
-                       else "4/class for VGG, whole batch of 120 otherwise"))
-             if args.kernel_metrics else "off"))
+    print(
+        f"data: CIFAR-shaped synthetic, {args.per_class}/class → {full_steps} steps/epoch of 120"
+        + (f", epoch capped at {args.epoch_steps} steps" if args.epoch_steps else "")
+        + f"; test set {args.test_size}; kernel metrics "
+        + (
+            (
+                "on, "
+                + (
+                    f"{args.ntk_per_class}/class"
+                    if args.ntk_per_class
+                    else "4/class for VGG, whole batch of 120 otherwise"
+                )
+            )
+            if args.kernel_metrics
+            else "off"
+        )
+    )
     print()
-    header = ("| arch | params | mode | samples/s | ms/step | compile s | epoch steps | train s | test eval s "
-              "| NC+NTK s | epoch total s | paper epoch est. s |")
+    header = (
+        "| arch | params | mode | samples/s | ms/step | compile s | epoch steps | train s | test eval s "
+        "| NC+NTK s | epoch total s | paper epoch est. s |"
+    )
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     for arch in args.archs:
-        r = bench_arch(arch, dataset, steps=args.steps, epoch_steps=args.epoch_steps,
-                       kernel_metrics=args.kernel_metrics, ntk_per_class=args.ntk_per_class, repeats=args.repeats,
-                       modes=tuple(args.modes))
+        r = bench_arch(
+            arch,
+            dataset,
+            steps=args.steps,
+            epoch_steps=args.epoch_steps,
+            kernel_metrics=args.kernel_metrics,
+            ntk_per_class=args.ntk_per_class,
+            repeats=args.repeats,
+            modes=tuple(args.modes),
+        )
         # the paper's epoch: 416 steps and a 10 000-sample test set, scaled linearly from what ran
-        est = (r["epoch_train_s"] * PAPER_STEPS / r["epoch_steps"]
-               + r["epoch_test_eval_s"] * PAPER_TEST / args.test_size + r["epoch_batch_metrics_s"])
+        est = (
+            r["epoch_train_s"] * PAPER_STEPS / r["epoch_steps"]
+            + r["epoch_test_eval_s"] * PAPER_TEST / args.test_size
+            + r["epoch_batch_metrics_s"]
+        )
         for mode in args.modes:
             m = r[mode]
-            epoch = (f"| {r['epoch_steps']}/{r['full_steps']} | {r['epoch_train_s']:.2f} | {r['epoch_test_eval_s']:.2f} "
-                     f"| {r['epoch_batch_metrics_s']:.2f} | {r['epoch_total_s']:.2f} | {est:.1f} |"
-                     if mode == r["best_mode"] else "| | | | | | |")
-            print(f"| {arch} | {r['params']:,} | {mode} | {m['samples_per_s']:,.0f} | {m['step_ms']:.2f} "
-                  f"| {m['compile_s']:.1f} " + epoch, flush=True)
+            epoch = (
+                f"| {r['epoch_steps']}/{r['full_steps']} | {r['epoch_train_s']:.2f} | {r['epoch_test_eval_s']:.2f} "
+                f"| {r['epoch_batch_metrics_s']:.2f} | {r['epoch_total_s']:.2f} | {est:.1f} |"
+                if mode == r["best_mode"]
+                else "| | | | | | |"
+            )
+            print(
+                f"| {arch} | {r['params']:,} | {mode} | {m['samples_per_s']:,.0f} | {m['step_ms']:.2f} "
+                f"| {m['compile_s']:.1f} " + epoch,
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -65,11 +65,11 @@ def add_config_flags(parser: argparse.ArgumentParser, *, exclude: Sequence[str] 
             help_text += f" (default: {field.default})"
         kind = _value_type(hints[field.name])
         if kind is bool:
-            parser.add_argument(flag_name(field.name), action=argparse.BooleanOptionalAction, default=None,
-                                help=help_text)
+            parser.add_argument(
+                flag_name(field.name), action=argparse.BooleanOptionalAction, default=None, help=help_text
+            )
         else:
-            parser.add_argument(flag_name(field.name), type=kind, choices=field.metadata["choices"],
-                                help=help_text)
+            parser.add_argument(flag_name(field.name), type=kind, choices=field.metadata["choices"], help=help_text)
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no tqdm bar")
 
 
@@ -86,8 +86,9 @@ def config_from_flags(args: argparse.Namespace) -> TrainConfig:
 def run_command(args: argparse.Namespace) -> int:
     """``run``: train one model into ``--out`` and print a one-line JSON summary."""
     config = config_from_flags(args)
-    result = train_and_evaluate(config, args.out, max_epochs_this_call=args.max_epochs_this_call,
-                                progress=args.progress)
+    result = train_and_evaluate(
+        config, args.out, max_epochs_this_call=args.max_epochs_this_call, progress=args.progress
+    )
     final = result.records[-1] if result.records else {}
     summary = {k: final.get(k) for k in ("epoch", "train_loss", "test_accuracy", "nc1", "nc2", "nc3", "nc4")}
     print(json.dumps({"status": result.status, "out": args.out, **summary}))

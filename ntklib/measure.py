@@ -15,7 +15,7 @@ in it:
 - :func:`measure_batch`, all of the above for one batch, as record columns.
 
 Example:
-    >>> stats = kernel_statistics(model, variables, x, labels=[0, 0, 1, 1, 2, 2])   # doctest: +SKIP
+    >>> stats = kernel_statistics(model, variables, x, labels=[0, 0, 1, 1, 2, 2])  # doctest: +SKIP
     >>> stats.as_dict()["gamma_d"], column("align_ntk").meaning
 """
 
@@ -71,15 +71,20 @@ def _kernel_columns(prefix: str, symbol: str, kernel: str) -> tuple[Column, ...]
     """Block values, eigenvalues and per-class block values of one kernel (Θ as γ, Θʰ as κ)."""
     ref = "§3, Definition 3.1; ntklib.kernel_stats"
     parts = {"d": "diagonal (a sample with itself)", "c": "same class", "n": "different classes"}
-    values = [Column(f"{prefix}_{p}", f"{symbol}_{p}: mean of {kernel} over pairs of {what}", ref)
-              for p, what in parts.items()]
+    values = [
+        Column(f"{prefix}_{p}", f"{symbol}_{p}: mean of {kernel} over pairs of {what}", ref)
+        for p, what in parts.items()
+    ]
     eigen = [
-        Column(f"{prefix}_lam0", f"λ_0 = {symbol}_d − {symbol}_c, eigenvalue of K_{symbol}, within-class", "§4.1, Table 1"),
+        Column(
+            f"{prefix}_lam0", f"λ_0 = {symbol}_d − {symbol}_c, eigenvalue of K_{symbol}, within-class", "§4.1, Table 1"
+        ),
         Column(f"{prefix}_lamc", f"λ_c, eigenvalue of K_{symbol} on the class means", "§4.1, Table 1"),
         Column(f"{prefix}_lammax", f"λ_max, eigenvalue of K_{symbol} on the global mean", "§4.1, Table 1"),
     ]
-    per_class = [Column(f"{prefix}_{p}_class{{k}}", f"{symbol}_{p} of class k alone ({what})", ref)
-                 for p, what in parts.items()]
+    per_class = [
+        Column(f"{prefix}_{p}_class{{k}}", f"{symbol}_{p} of class k alone ({what})", ref) for p, what in parts.items()
+    ]
     return (*values, *eigen, *per_class)
 
 
@@ -87,10 +92,16 @@ def _pair_columns(suffix: str, kernel: str) -> tuple[Column, ...]:
     """Alignment, block fit and block norms of one kernel (``ntk``: Θ_cc, ``feat``: Θʰ_jj)."""
     return (
         Column(f"align_{suffix}", f"label alignment A(Σ {kernel}, YᵀY)", "§3; chapter 02"),
-        Column(f"block_fit_{suffix}", f"‖{kernel} − best block fit‖_F / ‖{kernel}‖_F", "§3, Definition 3.1; chapter 02"),
+        Column(
+            f"block_fit_{suffix}", f"‖{kernel} − best block fit‖_F / ‖{kernel}‖_F", "§3, Definition 3.1; chapter 02"
+        ),
         Column(f"diag_norm_{suffix}", f"mean ‖{kernel}‖_F over the diagonal blocks", "§3, Assumption 3.2"),
-        Column(f"offdiag_norm_{suffix}", "mean ‖·‖_F over the off-diagonal blocks (when measured)", "§3, Assumption 3.2"),
-        Column(f"offdiag_ratio_{suffix}", "offdiag_norm / diag_norm: departure from Assumption 3.2", "§3, Assumption 3.2"),
+        Column(
+            f"offdiag_norm_{suffix}", "mean ‖·‖_F over the off-diagonal blocks (when measured)", "§3, Assumption 3.2"
+        ),
+        Column(
+            f"offdiag_ratio_{suffix}", "offdiag_norm / diag_norm: departure from Assumption 3.2", "§3, Assumption 3.2"
+        ),
     )
 
 

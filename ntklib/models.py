@@ -5,8 +5,10 @@ every model is a :class:`Classifier` whose submodule ``features`` maps a batch o
 last-layer features ``h(θ, x)`` of shape (B, d), followed by a dense layer named ``classifier``
 (kernel ``Wᵀ`` of shape (d, K), bias ``b`` of shape (K,)). Variables therefore look like::
 
-    {"params":      {"features": {...}, "classifier": {"kernel": (d, K), "bias": (K,)}},
-     "batch_stats": {"features": {...}}}            # only when the extractor has BatchNorm
+    {
+        "params": {"features": {...}, "classifier": {"kernel": (d, K), "bias": (K,)}},
+        "batch_stats": {"features": {...}},
+    }  # only when the extractor has BatchNorm
 
 Two names say how a model was built, and a run's ``config.json`` records both:
 
@@ -47,9 +49,7 @@ class Classifier(nn.Module):
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> Array:
         h = self.features(x, train=train)
-        return nn.Dense(
-            self.num_classes, kernel_init=self.kernel_init, bias_init=self.bias_init, name="classifier"
-        )(h)
+        return nn.Dense(self.num_classes, kernel_init=self.kernel_init, bias_init=self.bias_init, name="classifier")(h)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -140,12 +140,25 @@ def get_bias_init(init: str, fan_in: int, feature_dim: int | None = None) -> nn.
 _BN = partial(nn.BatchNorm, epsilon=1e-5)
 
 
-def _conv(features: int, kernel: int, init: str, stride: int = 1, *,
-          bias_init: nn.initializers.Initializer | None = None, name: str | None = None) -> nn.Conv:
+def _conv(
+    features: int,
+    kernel: int,
+    init: str,
+    stride: int = 1,
+    *,
+    bias_init: nn.initializers.Initializer | None = None,
+    name: str | None = None,
+) -> nn.Conv:
     """A "SAME"-padded k×k convolution; with a bias only when ``bias_init`` is given."""
     return nn.Conv(
-        features, (kernel, kernel), strides=(stride, stride), padding="SAME", use_bias=bias_init is not None,
-        kernel_init=get_kernel_init(init, kernel), bias_init=bias_init or nn.initializers.zeros_init(), name=name,
+        features,
+        (kernel, kernel),
+        strides=(stride, stride),
+        padding="SAME",
+        use_bias=bias_init is not None,
+        kernel_init=get_kernel_init(init, kernel),
+        bias_init=bias_init or nn.initializers.zeros_init(),
+        name=name,
     )
 
 
@@ -179,8 +192,12 @@ class VGG(nn.Module):
         x = x.reshape((x.shape[0], -1))
         for width in self.fc:
             bias_init = self._bias_init(x.shape[-1])
-            x = nn.Dense(width, use_bias=self.biases, kernel_init=get_kernel_init(self.init),
-                         bias_init=bias_init or nn.initializers.zeros_init())(x)
+            x = nn.Dense(
+                width,
+                use_bias=self.biases,
+                kernel_init=get_kernel_init(self.init),
+                bias_init=bias_init or nn.initializers.zeros_init(),
+            )(x)
             x = nn.relu(bn()(x))
         return x
 

@@ -41,10 +41,10 @@ blocks Θʰ_{jj'} couple neuron chunks; with n_c = ceil(d / chunk_size) > 1 chun
 by recomputing the Jacobian of every other chunk, i.e. at about (n_c + 1) times the Jacobian cost.
 
 Example:
-    >>> model = build_model("mlp", 3)                                   # doctest: +SKIP
-    >>> variables = model.init(jax.random.key(0), x)                    # x: (6, 8) float32
+    >>> model = build_model("mlp", 3)  # doctest: +SKIP
+    >>> variables = model.init(jax.random.key(0), x)  # x: (6, 8) float32
     >>> ntk = block_ntk_fn(model, offdiag="norms")(variables, x)
-    >>> ntk.logits.shape, ntk.features.shape, ntk.logits_norms.shape    # (3, 6, 6), (32, 6, 6), (3, 3)
+    >>> ntk.logits.shape, ntk.features.shape, ntk.logits_norms.shape  # (3, 6, 6), (32, 6, 6), (3, 3)
 
 The block statistics, alignments and invariant metrics of these kernels, as record columns, are in
 :mod:`ntklib.measure`.
@@ -62,7 +62,6 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array, lax
 from numpy.typing import ArrayLike
-
 
 __all__ = [
     "OffDiagonal",
@@ -186,9 +185,7 @@ def _flat_leaves(tree: PyTree, lead: int) -> list[Array]:
 
 def _sum_einsum(spec: str, xs: list[Array], ys: list[Array]) -> Array:
     """Σ over parameter leaves of einsum(spec, x_leaf, y_leaf) at HIGHEST precision."""
-    return functools.reduce(
-        jnp.add, (jnp.einsum(spec, x, y, precision=_HIGHEST) for x, y in zip(xs, ys, strict=True))
-    )
+    return functools.reduce(jnp.add, (jnp.einsum(spec, x, y, precision=_HIGHEST) for x, y in zip(xs, ys, strict=True)))
 
 
 def frobenius_norms(blocks: Array) -> Array:
@@ -255,7 +252,10 @@ def _block_ntk(
         c = w.shape[0]
         rows = [leaf.reshape(n * c, -1) for leaf in g]
         gram = _sum_einsum("ip,jp->ij", rows, rows)  # (N·C, N·C)
-        logits_full = gram.reshape(n, c, n, c).transpose(1, 3, 0, 2) + jnp.eye(c, dtype=dtype)[:, :, None, None] * head[None, None]
+        logits_full = (
+            gram.reshape(n, c, n, c).transpose(1, 3, 0, 2)
+            + jnp.eye(c, dtype=dtype)[:, :, None, None] * head[None, None]
+        )
         result["logits"] = jnp.diagonal(logits_full, axis1=0, axis2=1).transpose(2, 0, 1)
         result["logits_norms"] = frobenius_norms(logits_full)
         if offdiag in (OffDiagonal.LOGITS, OffDiagonal.FULL):
@@ -293,10 +293,10 @@ def block_ntk_fn(
         of dtype float64 (with ``jax_enable_x64``) give float64 kernels.
 
     Example:
-        >>> ntk_fn = block_ntk_fn(model, offdiag="norms", chunk_size=16)   # doctest: +SKIP
-        >>> ntk = ntk_fn(variables, x)           # x: (120, 32, 32, 3)
-        >>> ntk.logits.shape                     # (10, 120, 120) Θ_cc
-        >>> ntk.features.shape                   # (64, 120, 120) Θʰ_jj for ResNet20
+        >>> ntk_fn = block_ntk_fn(model, offdiag="norms", chunk_size=16)  # doctest: +SKIP
+        >>> ntk = ntk_fn(variables, x)  # x: (120, 32, 32, 3)
+        >>> ntk.logits.shape  # (10, 120, 120) Θ_cc
+        >>> ntk.features.shape  # (64, 120, 120) Θʰ_jj for ResNet20
     """
     offdiag = OffDiagonal(offdiag)
     for name, value in (("chunk_size", chunk_size), ("sample_chunk_size", sample_chunk_size)):

@@ -80,8 +80,9 @@ def final_records(df):
     return ok.sort_values("epoch").groupby("run_dir", as_index=False).tail(1).sort_values(["init", "lr"])
 
 
-def plot_metric_over_epochs(df, column: str, ax=None, *, ylabel: str | None = None, title: str | None = None,
-                            log_y: bool | None = None):
+def plot_metric_over_epochs(
+    df, column: str, ax=None, *, ylabel: str | None = None, title: str | None = None, log_y: bool | None = None
+):
     """One record column over epochs, one line per run coloured by init (log scale for NC metrics
     unless ``log_y`` says otherwise). Records without the column (kernel metrics taken only every
     few records) are skipped, not drawn as gaps."""
@@ -94,8 +95,14 @@ def plot_metric_over_epochs(df, column: str, ax=None, *, ylabel: str | None = No
             continue
         init = frame["init"].iloc[0]
         points = frame[["epoch", column]].dropna()
-        ax.plot(points["epoch"], points[column], color=colors[init], alpha=0.7, marker=".",
-                label=init if init not in seen else None)
+        ax.plot(
+            points["epoch"],
+            points[column],
+            color=colors[init],
+            alpha=0.7,
+            marker=".",
+            label=init if init not in seen else None,
+        )
         seen.add(init)
     ax.set(xlabel="epoch", ylabel=ylabel or column, title=title or column)
     if seen and (column.startswith("nc") if log_y is None else log_y):
@@ -109,7 +116,7 @@ def plot_training_curves(df, axes=None, *, nc1: str = "nc1"):
     curves = _with_nc1_form(CURVES, nc1)
     if axes is None:
         _, axes = _pyplot().subplots(1, len(curves), figsize=(4 * len(curves), 3.2))
-    for ax, (column, ylabel, title) in zip(axes, curves):
+    for ax, (column, ylabel, title) in zip(axes, curves, strict=True):
         plot_metric_over_epochs(df, column, ax, ylabel=ylabel, title=title)
     return axes
 
@@ -122,7 +129,7 @@ def plot_final_vs_lr(df, axes=None, *, nc1: str = "nc1"):
         _, axes = _pyplot().subplots(1, len(finals), figsize=(4 * len(finals), 3.2))
     final = final_records(df)
     colors = _colors(df["init"].unique())
-    for ax, (column, ylabel, title) in zip(axes, finals):
+    for ax, (column, ylabel, title) in zip(axes, finals, strict=True):
         for init, frame in final.groupby("init"):
             ax.plot(frame["lr"], frame[column], "o-", color=colors[init], label=init)
         ax.set(xscale="log", xlabel="initial learning rate", ylabel=ylabel, title=title)
@@ -139,7 +146,7 @@ def _plot_final_series(df, ax, series, styles, *, ylabel: str, title: str, log_y
         _, ax = _pyplot().subplots(figsize=(4.5, 3.2))
     final = final_records(df)
     colors = _colors(df["init"].unique())
-    for (column, name), style in zip(series, styles):
+    for (column, name), style in zip(series, styles, strict=True):
         if column not in final:
             continue
         for init, frame in final.groupby("init"):
@@ -154,15 +161,17 @@ def _plot_final_series(df, ax, series, styles, *, ylabel: str, title: str, log_y
 def plot_invariant_terms(df, ax=None):
     """Pane i: final ‖MMᵀ‖, ‖H₂H₂ᵀ‖, ‖h̄h̄ᵀ‖ against the learning rate (marker per term)."""
     styles = [dict(marker=marker, ls="-") for marker in "os^"]
-    return _plot_final_series(df, ax, INVARIANT_TERMS, styles, ylabel="Frobenius norm",
-                              title="(i) invariant terms at the end", log_y=True)
+    return _plot_final_series(
+        df, ax, INVARIANT_TERMS, styles, ylabel="Frobenius norm", title="(i) invariant terms at the end", log_y=True
+    )
 
 
 def plot_final_alignment(df, ax=None):
     """Pane j: final label alignment A(Θ, YᵀY) and A(Θʰ, YᵀY) against the learning rate."""
     styles = [dict(marker="o", ls=ls) for ls in ("-", "--")]
-    return _plot_final_series(df, ax, ALIGNMENTS, styles, ylabel="alignment with YᵀY",
-                              title="(j) kernel alignment at the end", log_y=False)
+    return _plot_final_series(
+        df, ax, ALIGNMENTS, styles, ylabel="alignment with YᵀY", title="(j) kernel alignment at the end", log_y=False
+    )
 
 
 def plot_figure2(runs, path: str | Path | None = None, *, title: str | None = None, nc1: str = "nc1"):

@@ -90,7 +90,7 @@ def write_records(run_dir: str | os.PathLike, records: list[dict]) -> None:
 
 
 def read_status(run_dir: str | os.PathLike) -> str | None:
-    """"running", "finished", "diverged" or None (never started)."""
+    """ "running", "finished", "diverged" or None (never started)."""
     status = read_json(Path(run_dir) / STATUS_FILE)
     return None if status is None else status.get("status")
 
@@ -105,9 +105,10 @@ class RunDir:
     atomically.
 
     Example:
-        >>> run = RunDir("runs/one")                       # doctest: +SKIP
-        >>> run.begin(config.to_dict())                    # None, or the status of an earlier run
-        >>> run.write_records(records); run.write_status("running", epoch=2)
+        >>> run = RunDir("runs/one")  # doctest: +SKIP
+        >>> run.begin(config.to_dict())  # None, or the status of an earlier run
+        >>> run.write_records(records)
+        ... run.write_status("running", epoch=2)
     """
 
     def __init__(self, path: str | os.PathLike):

@@ -26,8 +26,9 @@ PAPER_LR_MIN = 1e-4
 PAPER_LR_MAX = 10**0.25
 
 
-def learning_rates(num: int = 30, lr_min: float = PAPER_LR_MIN, lr_max: float = PAPER_LR_MAX,
-                   largest: int | None = None) -> list[float]:
+def learning_rates(
+    num: int = 30, lr_min: float = PAPER_LR_MIN, lr_max: float = PAPER_LR_MAX, largest: int | None = None
+) -> list[float]:
     """``num`` log-spaced rates in [lr_min, lr_max] (the paper: 30 in [1e-4, 10^0.25]); with
     ``largest`` only that many of the largest (the paper: 20 for most settings)."""
     lrs = np.logspace(np.log10(lr_min), np.log10(lr_max), num).tolist()

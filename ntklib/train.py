@@ -39,11 +39,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from tqdm import tqdm  # the text bar: tqdm.auto needs ipywidgets in notebooks and warns without it
 from flax.training import train_state
+from tqdm import tqdm  # the text bar: tqdm.auto needs ipywidgets in notebooks and warns without it
 
 from ntklib import measure
-from ntklib.data import DATASETS, Dataset, balanced_batches, default_image_size, load_dataset, per_class_batch, steps_per_epoch
+from ntklib.data import (
+    DATASETS,
+    Dataset,
+    balanced_batches,
+    default_image_size,
+    load_dataset,
+    per_class_batch,
+    steps_per_epoch,
+)
 from ntklib.models import ARCHS, INITS, VARIANTS, Classifier, build_model
 from ntklib.ntk import OffDiagonal
 from ntklib.results import NullRunDir, RunDir, json_safe
@@ -75,8 +83,11 @@ class TrainConfig:
     dataset: str = _option("mnist", "dataset", DATASETS)
     init: str = _option("flax", "parameter initialisation", INITS)
     variant: str = _option(
-        "released", "layer layout: released (as the paper's code) or standard (shortcut BN, no bias "
-        "before BatchNorm, BN momentum 0.9)", VARIANTS)
+        "released",
+        "layer layout: released (as the paper's code) or standard (shortcut BN, no bias "
+        "before BatchNorm, BN momentum 0.9)",
+        VARIANTS,
+    )
     lr: float = _option(0.01, "initial learning rate")
     epochs: int = _option(400, "number of epochs")
     batch_size: int = _option(120, "K·m samples per batch, a multiple of the number of classes")
@@ -90,24 +101,34 @@ class TrainConfig:
     seed: int = _option(0, "seed of the parameter initialisation and of the data shuffling")
     data_dir: str | None = _option(None, "tfds data directory (default: tfds's own)")
     image_size: int | None = _option(
-        None, "input size (default: 32 for VGG on MNIST/FashionMNIST, else native; "
-        "ntklib.data.default_image_size)")
+        None, "input size (default: 32 for VGG on MNIST/FashionMNIST, else native; ntklib.data.default_image_size)"
+    )
     eval_batch_size: int = _option(1000, "batch size of the test-set evaluation")
     kernel_metrics: bool = _option(True, "record the NTK statistics and the invariant metrics")
     kernel_every: int | None = _option(
-        None, "epochs between records with kernel metrics, a multiple of eval_every (epoch 0 and the "
-        "last epoch always have them; default: every record)")
+        None,
+        "epochs between records with kernel metrics, a multiple of eval_every (epoch 0 and the "
+        "last epoch always have them; default: every record)",
+    )
     ntk_per_class: int | None = _option(
-        None, "samples per class of the last batch used for the NTK (default: 4 for VGG, whose "
-        "Jacobians are too large, else the whole batch)")
+        None,
+        "samples per class of the last batch used for the NTK (default: 4 for VGG, whose "
+        "Jacobians are too large, else the whole batch)",
+    )
     ntk_chunk_size: int | None = _option(
-        None, "feature neurons per Jacobian chunk (default: 8 for VGG, all d at once otherwise)")
+        None, "feature neurons per Jacobian chunk (default: 8 for VGG, all d at once otherwise)"
+    )
     ntk_offdiag: str = _option(
-        "logits", "off-diagonal block norms to record: logits (cheap), norms (also the feature "
-        "kernel's, d times the cost of its diagonal blocks) or none", OFFDIAG_MODES)
+        "logits",
+        "off-diagonal block norms to record: logits (cheap), norms (also the feature "
+        "kernel's, d times the cost of its diagonal blocks) or none",
+        OFFDIAG_MODES,
+    )
     epoch_mode: str = _option(
-        "auto", "one jitted lax.scan per epoch, or a Python loop of jitted steps (auto: loop on CPU); "
-        "not part of the numbers", EPOCH_MODES)
+        "auto",
+        "one jitted lax.scan per epoch, or a Python loop of jitted steps (auto: loop on CPU); not part of the numbers",
+        EPOCH_MODES,
+    )
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -134,8 +155,14 @@ class TrainConfig:
     def tiny(cls, **overrides: Any) -> TrainConfig:
         """A seconds-long CPU run: a small MLP on the 8×8 digits, 2 epochs, batches of 40."""
         base = dict(
-            arch="mlp", dataset="digits", init="flax", lr=0.05, epochs=2, batch_size=40,
-            eval_every=1, eval_batch_size=256,
+            arch="mlp",
+            dataset="digits",
+            init="flax",
+            lr=0.05,
+            epochs=2,
+            batch_size=40,
+            eval_every=1,
+            eval_batch_size=256,
         )
         return cls(**{**base, **overrides})
 
@@ -176,7 +203,7 @@ class TrainConfig:
         return self.image_size if self.image_size is not None else default_image_size(self.arch, self.dataset)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _build_model(arch: str, num_classes: int, init: str, variant: str = "released") -> Classifier:
     # one module object per (arch, K, init, variant): jitted functions keyed on it are reused across runs
     return build_model(arch, num_classes, init, variant)
@@ -215,11 +242,16 @@ def create_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.Gradien
     """SGD of the paper *without* its initial learning rate: L2 weight decay on rank > 1 tensors,
     (Nesterov) momentum, then −factor^⌊step/decay_steps⌋. :func:`train_step` multiplies the
     updates by ``lr``, a traced argument, so runs that differ only in lr share compiled code."""
-    return _create_optimizer(config.weight_decay, config.momentum, config.nesterov,
-                             config.decay_every_epochs * steps_per_epoch, config.lr_decay_factor)
+    return _create_optimizer(
+        config.weight_decay,
+        config.momentum,
+        config.nesterov,
+        config.decay_every_epochs * steps_per_epoch,
+        config.lr_decay_factor,
+    )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _create_optimizer(weight_decay, momentum, nesterov, decay_steps, decay_factor) -> optax.GradientTransformation:
     decay = _decay_schedule(decay_steps, decay_factor)
     return optax.chain(
@@ -256,7 +288,9 @@ def create_train_state(
     """Initialise parameters (key ``seed``), BatchNorm statistics and the optimiser."""
     variables = _init_fn(model, tuple(input_shape))(jax.random.key(config.seed))
     state = TrainState.create(
-        apply_fn=model.apply, params=variables["params"], batch_stats=variables.get("batch_stats", {}),
+        apply_fn=model.apply,
+        params=variables["params"],
+        batch_stats=variables.get("batch_stats", {}),
         tx=create_optimizer(config, steps_per_epoch),
     )
     # strongly typed leaves, so that the jitted epoch sees the same types on every call
@@ -264,7 +298,7 @@ def create_train_state(
     return jax.tree.map(lambda leaf: jnp.asarray(leaf, dtype=jnp.asarray(leaf).dtype), state)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _init_fn(model: Classifier, input_shape: tuple[int, ...]) -> Callable:
     x = jnp.zeros((2, *input_shape), jnp.float32)
     return jax.jit(lambda key: model.init(key, x, train=False))
@@ -284,8 +318,12 @@ def train_step(state: TrainState, images: jax.Array, labels: jax.Array, lr: jax.
     (value, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
     updates = jax.tree.map(lambda u: lr * u, updates)
-    new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                              opt_state=opt_state, batch_stats=batch_stats)
+    new_state = state.replace(
+        step=state.step + 1,
+        params=optax.apply_updates(state.params, updates),
+        opt_state=opt_state,
+        batch_stats=batch_stats,
+    )
     # keep the dtypes of the carry fixed (float64 scalars may appear when x64 is enabled)
     new_state = jax.tree.map(lambda new, old: new.astype(old.dtype), new_state, state)
     accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
@@ -293,7 +331,7 @@ def train_step(state: TrainState, images: jax.Array, labels: jax.Array, lr: jax.
 
 
 def resolve_epoch_mode(mode: str = "auto") -> str:
-    """"scan" or "loop"; "auto" is "loop" on CPU, where XLA runs convolutions inside a while loop
+    """ "scan" or "loop"; "auto" is "loop" on CPU, where XLA runs convolutions inside a while loop
     (``lax.scan``) about 40× slower than the same jitted step called from Python (ResNet20, batch
     120, 32×32: 31 s vs 0.76 s per step on a 2-core machine), and "scan" on accelerators."""
     if mode not in EPOCH_MODES:
@@ -303,7 +341,7 @@ def resolve_epoch_mode(mode: str = "auto") -> str:
     return mode
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def make_train_epoch(loss: str, mode: str = "auto") -> Callable:
     """``train_epoch(state, images, labels, batch_indices, lr) -> (state, losses, accs)``: one
     epoch of :func:`train_step` over the rows of ``batch_indices`` (steps, B), each batch gathered
@@ -342,7 +380,7 @@ def make_train_epoch(loss: str, mode: str = "auto") -> Callable:
     return jax.jit(train_epoch, donate_argnums=(0,))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def make_evaluate(loss: str, batch_size: int, mode: str = "auto") -> Callable:
     """``evaluate(state, images, labels) -> (mean loss, accuracy)`` in eval mode over a whole set,
     in batches of ``batch_size`` (the set is zero-padded and masked); ``mode`` as in
@@ -369,7 +407,7 @@ def make_evaluate(loss: str, batch_size: int, mode: str = "auto") -> Callable:
 
         def evaluate_loop(state, images, labels):
             total, correct = 0.0, 0
-            for x, y, m in zip(*batched(images, labels)):
+            for x, y, m in zip(*batched(images, labels), strict=True):
                 batch_loss, batch_correct = jit_totals(state, x, y, m)
                 total, correct = total + batch_loss, correct + batch_correct
             n = images.shape[0]
@@ -411,8 +449,12 @@ def _checkpoint_target(state: TrainState) -> dict[str, Any]:
 
 
 def _restore(state: TrainState, saved: dict[str, Any]) -> TrainState:
-    return state.replace(params=saved["params"], batch_stats=saved["batch_stats"], opt_state=saved["opt_state"],
-                         step=jnp.asarray(saved["step"]))
+    return state.replace(
+        params=saved["params"],
+        batch_stats=saved["batch_stats"],
+        opt_state=saved["opt_state"],
+        step=jnp.asarray(saved["step"]),
+    )
 
 
 EpochCallback = Callable[[int, TrainState], None]
@@ -468,22 +510,40 @@ def train_and_evaluate(
     test_labels = jnp.asarray(dataset.test_labels, jnp.int32)
     train_epoch = make_train_epoch(config.loss, config.epoch_mode)
     evaluate = make_evaluate(config.loss, min(config.eval_batch_size, len(dataset.test_labels)), config.epoch_mode)
-    notify = (lambda epoch, state: None) if on_epoch is None else (
-        lambda epoch, state: on_epoch(epoch, jax.tree.map(jnp.copy, state)))
+    notify = (
+        (lambda epoch, state: None)
+        if on_epoch is None
+        else (lambda epoch, state: on_epoch(epoch, jax.tree.map(jnp.copy, state)))
+    )
 
     def batches(epoch: int) -> np.ndarray:
-        return balanced_batches(dataset.train_labels, batch_size=config.batch_size, num_classes=num_classes,
-                                seed=config.seed, epoch=epoch)
+        return balanced_batches(
+            dataset.train_labels, batch_size=config.batch_size, num_classes=num_classes, seed=config.seed, epoch=epoch
+        )
 
     def record(state, epoch, batch_idx, train_loss, train_acc, seconds):
         test_loss, test_acc = evaluate(state, test_images, test_labels)
-        rec = {"epoch": epoch, "step": int(state.step), "current_lr": float(schedule(max(int(state.step) - 1, 0))),
-               "train_loss": train_loss, "train_accuracy": train_acc,
-               "test_loss": float(test_loss), "test_accuracy": float(test_acc),
-               "epoch_seconds": seconds, "status": "ok"}
+        rec = {
+            "epoch": epoch,
+            "step": int(state.step),
+            "current_lr": float(schedule(max(int(state.step) - 1, 0))),
+            "train_loss": train_loss,
+            "train_accuracy": train_acc,
+            "test_loss": float(test_loss),
+            "test_accuracy": float(test_acc),
+            "epoch_seconds": seconds,
+            "status": "ok",
+        }
         t0 = time.perf_counter()
-        rec.update(measure.measure_batch(model, state.variables, train_images[batch_idx], train_labels[batch_idx],
-                                         **config.measure_options(epoch)))
+        rec.update(
+            measure.measure_batch(
+                model,
+                state.variables,
+                train_images[batch_idx],
+                train_labels[batch_idx],
+                **config.measure_options(epoch),
+            )
+        )
         rec["metrics_seconds"] = time.perf_counter() - t0
         return json_safe(rec)
 
@@ -502,8 +562,12 @@ def train_and_evaluate(
         notify(0, state)
 
     stop = config.epochs if max_epochs_this_call is None else min(config.epochs, start + max_epochs_this_call)
-    bar = tqdm(range(start + 1, stop + 1), desc=f"{config.arch} {config.init} lr={config.lr:.3g}",
-               disable=not progress, leave=False)
+    bar = tqdm(
+        range(start + 1, stop + 1),
+        desc=f"{config.arch} {config.init} lr={config.lr:.3g}",
+        disable=not progress,
+        leave=False,
+    )
     for epoch in bar:
         idx = batches(epoch)
         t0 = time.perf_counter()
@@ -511,8 +575,15 @@ def train_and_evaluate(
         losses = np.asarray(losses)
         seconds = time.perf_counter() - t0
         if not np.all(np.isfinite(losses)):
-            records.append({"epoch": epoch, "step": int(state.step), "status": "diverged",
-                            "train_loss": None, "epoch_seconds": seconds})
+            records.append(
+                {
+                    "epoch": epoch,
+                    "step": int(state.step),
+                    "status": "diverged",
+                    "train_loss": None,
+                    "epoch_seconds": seconds,
+                }
+            )
             run.write_records(records)
             run.write_status("diverged", epoch=epoch)
             bar.close()

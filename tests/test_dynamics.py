@@ -504,8 +504,8 @@ def test_component_norms_and_fitted_log_slope_recover_the_rates_of_table1():
     times = jnp.linspace(0.0, 2.0, 9)
     norms = residual_component_norms(residual_flow(res0, kern, times), 3)
     parts = residual_components(res0, 3)
-    for name, mu in zip(("glob", "cls", "within"), (kern.eigenvalues().lammax, kern.eigenvalues().lamc,
-                                                     kern.eigenvalues().lam0)):
+    eig = kern.eigenvalues()
+    for name, mu in zip(("glob", "cls", "within"), (eig.lammax, eig.lamc, eig.lam0), strict=True):
         series = getattr(norms, name)
         assert series[0] == pytest.approx(float(jnp.linalg.norm(getattr(parts, name))), rel=1e-12)
         assert fitted_log_slope(times, series) == pytest.approx(-mu, rel=1e-9)

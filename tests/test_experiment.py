@@ -19,8 +19,30 @@ TINY = ["--tiny", "--no-kernel-metrics", "--no-progress"]
 
 def test_cli_single_run(tmp_path, capsys):
     out = tmp_path / "run"
-    assert experiment.main([*TINY, "--arch", "mlp", "--dataset", "digits", "--init", "torch", "--lr", "0.05",
-                            "--epochs", "2", "--eval-every", "1", "--seed", "3", "--out", str(out)]) == 0
+    assert (
+        experiment.main(
+            [
+                *TINY,
+                "--arch",
+                "mlp",
+                "--dataset",
+                "digits",
+                "--init",
+                "torch",
+                "--lr",
+                "0.05",
+                "--epochs",
+                "2",
+                "--eval-every",
+                "1",
+                "--seed",
+                "3",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["status"] == "finished" and summary["epoch"] == 2
     config = results.read_json(out / results.CONFIG_FILE)["config"]
@@ -31,7 +53,9 @@ def test_cli_single_run(tmp_path, capsys):
 def test_cli_kernel_flags_reach_the_config():
     parser = argparse.ArgumentParser()
     experiment.add_config_flags(parser)
-    args = parser.parse_args(["--tiny", "--epochs", "8", "--eval-every", "2", "--kernel-every", "4", "--ntk-offdiag", "norms"])
+    args = parser.parse_args(
+        ["--tiny", "--epochs", "8", "--eval-every", "2", "--kernel-every", "4", "--ntk-offdiag", "norms"]
+    )
     config = experiment.config_from_flags(args)
     assert (config.kernel_every, config.ntk_offdiag) == (4, "norms")
     assert [config.kernels_at(epoch) for epoch in (0, 2, 4, 6, 8)] == [True, False, True, False, True]
@@ -51,8 +75,12 @@ def test_sweep_skips_finished_and_survives_divergence_then_plots(tmp_path, capsy
     assert experiment.main(argv) == 0
     entries = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
     status = {(e["init"], e["lr"]): e["status"] for e in entries}
-    assert status == {("flax", 1e6): "diverged", ("flax", 0.05): "finished",
-                      ("torch", 1e6): "diverged", ("torch", 0.05): "finished"}
+    assert status == {
+        ("flax", 1e6): "diverged",
+        ("flax", 0.05): "finished",
+        ("torch", 1e6): "diverged",
+        ("torch", 0.05): "finished",
+    }
     assert not any(e["skipped"] for e in entries)
     assert results.read_status(run_dir(root, "flax", 1e6)) == "diverged"
 
@@ -75,10 +103,23 @@ def test_module_entry_point_help():
 
 def _synthetic_runs():
     rows = [
-        {"run_dir": f"{init}_{lr}", "init": init, "lr": lr, "epoch": epoch, "status": "ok", "run_status": "finished",
-         "test_accuracy": 0.5, "nc1": 1.0 + epoch, "nc1_trace": 10.0 / (1 + epoch), "nc2": 0.5, "nc3": 0.4,
-         "invariant_alignment": 0.3}
-        for init in ("flax", "torch") for lr in (0.01, 0.1) for epoch in (0, 1, 2)
+        {
+            "run_dir": f"{init}_{lr}",
+            "init": init,
+            "lr": lr,
+            "epoch": epoch,
+            "status": "ok",
+            "run_status": "finished",
+            "test_accuracy": 0.5,
+            "nc1": 1.0 + epoch,
+            "nc1_trace": 10.0 / (1 + epoch),
+            "nc2": 0.5,
+            "nc3": 0.4,
+            "invariant_alignment": 0.3,
+        }
+        for init in ("flax", "torch")
+        for lr in (0.01, 0.1)
+        for epoch in (0, 1, 2)
     ]
     return pd.DataFrame(rows)
 

@@ -44,7 +44,7 @@ def test_collapse_metrics_match_the_single_metrics_and_vmap_along_a_trajectory()
     assert float(values["nc2"]) == pytest.approx(float(collapse.nc2_etf_distance(h, labels)))
     assert float(values["nc4"]) == pytest.approx(float(collapse.nc4_ncc_mismatch(w, b, h, labels)))
     states = [_random_state(key, k, m) for key in jax.random.split(jax.random.key(1), 4)]
-    hs, ws, bs = (jnp.stack(parts) for parts in zip(*states))
+    hs, ws, bs = (jnp.stack(parts) for parts in zip(*states, strict=True))
     along = jax.jit(jax.vmap(lambda h, w, b: measure.collapse_metrics(w, b, h, labels, num_classes=k)))(hs, ws, bs)
     for name, series in along.items():
         assert series.shape == (4,)
@@ -74,7 +74,8 @@ def test_measure_batch_gives_only_defined_columns():
         measure.column(key)
     assert {"nc1", "gamma_d", "align_feat", "offdiag_ratio_ntk", "kappa_n_class2"} <= set(values)
     assert set(measure.measure_batch(model, variables, x, labels, kernels=False)) == set(
-        measure.column_names(measure.NC_COLUMNS))
+        measure.column_names(measure.NC_COLUMNS)
+    )
 
 
 def _imports(module: Path) -> set[str]:
@@ -108,8 +109,9 @@ def test_the_import_graph_has_no_cycle_and_the_engine_sits_below_the_theory():
 
 
 def test_kernel_statistics_fields_are_named_as_their_columns():
-    scalar_fields = [f.name for f in dataclasses.fields(measure.KernelStatistics)
-                     if f.type in ("float", "float | None")]
+    scalar_fields = [
+        f.name for f in dataclasses.fields(measure.KernelStatistics) if f.type in ("float", "float | None")
+    ]
     assert scalar_fields
     for name in scalar_fields:
         assert measure.column(name).name == name

@@ -78,18 +78,28 @@ def abstract_variables(model, shape):
 #   52 746; n = 3 072 (32×32×3) → 198 848 / 199 178
 SHAPES = {"digits": (2, 8, 8, 1), "mnist": (2, 28, 28, 1), "cifar": (2, 32, 32, 3)}
 COUNTS = {  # (arch, variant) → input → (total, features)
-    ("vgg11", "standard"): {"digits": (9_619_402, 9_616_832), "mnist": (9_619_402, 9_616_832),
-                            "cifar": (9_620_554, 9_617_984)},
-    ("vgg11", "released"): {"digits": (9_622_922, 9_620_352), "mnist": (9_622_922, 9_620_352),
-                            "cifar": (9_624_074, 9_621_504)},
-    ("vgg16", "standard"): {"digits": (15_115_082, 15_112_512), "mnist": (15_115_082, 15_112_512),
-                            "cifar": (15_116_234, 15_113_664)},
-    ("vgg16", "released"): {"digits": (15_120_074, 15_117_504), "mnist": (15_120_074, 15_117_504),
-                            "cifar": (15_121_226, 15_118_656)},
-    ("resnet20", "standard"): {"digits": (272_186, 271_536), "mnist": (272_186, 271_536),
-                               "cifar": (272_474, 271_824)},
-    ("resnet20", "released"): {"digits": (272_090, 271_440), "mnist": (272_090, 271_440),
-                               "cifar": (272_378, 271_728)},
+    ("vgg11", "standard"): {
+        "digits": (9_619_402, 9_616_832),
+        "mnist": (9_619_402, 9_616_832),
+        "cifar": (9_620_554, 9_617_984),
+    },
+    ("vgg11", "released"): {
+        "digits": (9_622_922, 9_620_352),
+        "mnist": (9_622_922, 9_620_352),
+        "cifar": (9_624_074, 9_621_504),
+    },
+    ("vgg16", "standard"): {
+        "digits": (15_115_082, 15_112_512),
+        "mnist": (15_115_082, 15_112_512),
+        "cifar": (15_116_234, 15_113_664),
+    },
+    ("vgg16", "released"): {
+        "digits": (15_120_074, 15_117_504),
+        "mnist": (15_120_074, 15_117_504),
+        "cifar": (15_121_226, 15_118_656),
+    },
+    ("resnet20", "standard"): {"digits": (272_186, 271_536), "mnist": (272_186, 271_536), "cifar": (272_474, 271_824)},
+    ("resnet20", "released"): {"digits": (272_090, 271_440), "mnist": (272_090, 271_440), "cifar": (272_378, 271_728)},
     ("densenet40", "standard"): {"digits": (96_202, 94_872), "mnist": (96_202, 94_872), "cifar": (96_634, 95_304)},
     ("densenet40", "released"): {"digits": (96_202, 94_872), "mnist": (96_202, 94_872), "cifar": (96_634, 95_304)},
     ("mlp", "standard"): {"digits": (6_666, 6_336), "mnist": (52_746, 52_416), "cifar": (199_178, 198_848)},
@@ -154,8 +164,14 @@ def small_model(arch: str, init: str = "flax", variant: str = "released", num_cl
 
 # BatchNorm momentum of each variant: Flax's default 0.99 in the released ResNet20 and DenseNet40,
 # 0.9 in the released VGG and everywhere in the standard variant.
-MOMENTUM = {("resnet20", "released"): 0.99, ("densenet40", "released"): 0.99, ("vgg11", "released"): 0.9,
-            ("resnet20", "standard"): 0.9, ("densenet40", "standard"): 0.9, ("vgg11", "standard"): 0.9}
+MOMENTUM = {
+    ("resnet20", "released"): 0.99,
+    ("densenet40", "released"): 0.99,
+    ("vgg11", "released"): 0.9,
+    ("resnet20", "standard"): 0.9,
+    ("densenet40", "standard"): 0.9,
+    ("vgg11", "standard"): 0.9,
+}
 
 
 @pytest.mark.parametrize("arch, variant", sorted(MOMENTUM))
@@ -206,7 +222,8 @@ def test_torch_init_is_the_released_codes():
     for k, factor in ((3, 1 / np.sqrt(3)), (1, np.sqrt(3))):
         shape = (k, k, 64, 64)
         assert np.std(uniform_bound("torch", shape)) / np.std(uniform_bound("pytorch", shape)) == pytest.approx(
-            factor, rel=0.05)
+            factor, rel=0.05
+        )
     with pytest.raises(ValueError, match="kernel_size = 5"):
         get_kernel_init("torch", 5)
     # biases: one-sided U[0, 1/√d); the bound is the network's d, not the layer's fan-in
@@ -259,8 +276,12 @@ def small_params():
     {"features/.../bias": array}; one compilation (only parameters are returned, so the forward
     passes of ``init`` are dead code)."""
     x = jnp.zeros((2, 8, 8, 1), jnp.float32)
-    models = {(arch, init, variant): small_model(arch, init, variant)
-              for arch in ("vgg11", "resnet20") for init in INITS for variant in VARIANTS}
+    models = {
+        (arch, init, variant): small_model(arch, init, variant)
+        for arch in ("vgg11", "resnet20")
+        for init in INITS
+        for variant in VARIANTS
+    }
     params = jax.jit(lambda key: {name: m.init(key, x)["params"] for name, m in models.items()})(jax.random.key(0))
     return {name: {"/".join(k): np.asarray(v) for k, v in flatten_dict(p).items()} for name, p in params.items()}
 
@@ -278,8 +299,9 @@ def test_biases_of_the_released_layers(init, small_params):
         assert values.min() < 0 < values.max()
     else:
         assert np.all(values == 0)
-    shortcut = np.concatenate([v for k, v in small_params["resnet20", init, "released"].items()
-                               if k.endswith("shortcut/bias")])
+    shortcut = np.concatenate(
+        [v for k, v in small_params["resnet20", init, "released"].items() if k.endswith("shortcut/bias")]
+    )
     assert shortcut.size == 8 + 16  # two shortcuts, to 8 and 16 channels
     if init == "pytorch":  # PyTorch's default for a conv with a bias, fan_in = c_in = 4 or 8
         assert np.all(np.abs(shortcut) <= 1 / np.sqrt(4)) and shortcut.min() < 0 < shortcut.max()

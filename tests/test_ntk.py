@@ -2,6 +2,7 @@
 kernel statistics of a record computed from it (:func:`ntklib.measure.kernel_statistics`)."""
 
 import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -10,8 +11,8 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 from ntklib import kernel_stats as ks
-from ntklib.models import MLP, Classifier
 from ntklib.measure import kernel_statistics
+from ntklib.models import MLP, Classifier
 from ntklib.ntk import block_ntk, block_ntk_fn, split_classifier
 
 
@@ -35,13 +36,15 @@ def _randomise_batch_stats(variables, key):
     leaves, tree = jax.tree_util.tree_flatten_with_path(variables["batch_stats"])
     keys = jax.random.split(key, len(leaves))
     new = [
-        jax.random.uniform(k, v.shape, v.dtype, 0.5, 2.0) if path[-1].key == "var" else 0.3 * jax.random.normal(k, v.shape, v.dtype)
-        for (path, v), k in zip(leaves, keys)
+        jax.random.uniform(k, v.shape, v.dtype, 0.5, 2.0)
+        if path[-1].key == "var"
+        else 0.3 * jax.random.normal(k, v.shape, v.dtype)
+        for (path, v), k in zip(leaves, keys, strict=True)
     ]
     return {**variables, "batch_stats": jax.tree_util.tree_unflatten(tree, new)}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _setup(arch, k, m, dtype=jnp.float64):
     """A Classifier with BatchNorm, its variables and a batch of N = k m inputs, in ``dtype``.
 
@@ -188,8 +191,21 @@ def test_kernel_statistics_consistent_with_kernels():
     assert stats.align_ntk == pytest.approx(ks.label_alignment(ntk.logits, labels))
     assert stats.features.shape == (4, k * m) and stats.weights.shape == (k, 4) and stats.bias.shape == (k,)
     record = stats.as_dict()
-    for key in ("gamma_d", "gamma_c", "gamma_n", "kappa_d", "kappa_c", "kappa_n", "align_ntk", "align_feat",
-                "block_fit_ntk", "block_fit_feat", "offdiag_ratio_ntk", "diag_norm_feat", "gamma_lam0"):
+    for key in (
+        "gamma_d",
+        "gamma_c",
+        "gamma_n",
+        "kappa_d",
+        "kappa_c",
+        "kappa_n",
+        "align_ntk",
+        "align_feat",
+        "block_fit_ntk",
+        "block_fit_feat",
+        "offdiag_ratio_ntk",
+        "diag_norm_feat",
+        "gamma_lam0",
+    ):
         assert isinstance(record[key], float) and np.isfinite(record[key]), key
     assert record["gamma_d"] == gamma.diag
     assert 0 < record["offdiag_norm_ntk"] < record["diag_norm_ntk"]

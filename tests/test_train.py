@@ -33,7 +33,12 @@ def strip_timing(records):
 def test_config_variants():
     default = TrainConfig()
     assert (default.arch, default.dataset, default.batch_size, default.epochs, default.eval_every) == (
-        "resnet20", "mnist", 120, 400, 2)
+        "resnet20",
+        "mnist",
+        120,
+        400,
+        2,
+    )
     assert (default.momentum, default.nesterov, default.weight_decay, default.loss) == (0.9, True, 5e-4, "mse")
     assert default.decay_every_epochs == 120
     assert TrainConfig(epochs=40).decay_every_epochs == 12
@@ -83,8 +88,18 @@ def test_tiny_run_writes_tidy_records(tmp_path, digits):
     assert [r["epoch"] for r in result.records] == [0, 1, 2]
     frame = pd.read_json(tmp_path / results.METRICS_FILE, lines=True)
     assert list(frame["epoch"]) == [0, 1, 2]
-    for column in ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "current_lr",
-                   "nc1", "nc1_trace", "nc2", "nc3", "nc4"):
+    for column in (
+        "train_loss",
+        "train_accuracy",
+        "test_loss",
+        "test_accuracy",
+        "current_lr",
+        "nc1",
+        "nc1_trace",
+        "nc2",
+        "nc3",
+        "nc4",
+    ):
         assert frame[column].notna().all(), column
     assert frame["test_accuracy"].iloc[-1] > 0.5  # learns the digits
     saved = json.loads((tmp_path / results.CONFIG_FILE).read_text())
@@ -120,8 +135,7 @@ def test_interrupted_run_resumes_to_the_same_metrics(tmp_path, digits, eval_ever
     on_disk = results.read_records(tmp_path / "split")
     assert [r["epoch"] for r in on_disk] == [r["epoch"] for r in full.records]
     assert strip_timing(on_disk) == strip_timing(full.records)
-    np.testing.assert_array_equal(
-        jax.tree.leaves(resumed.state.params)[0], jax.tree.leaves(full.state.params)[0])
+    np.testing.assert_array_equal(jax.tree.leaves(resumed.state.params)[0], jax.tree.leaves(full.state.params)[0])
 
 
 def test_resume_drops_records_after_the_checkpoint(tmp_path, digits):
@@ -147,8 +161,17 @@ def test_divergence_is_recorded_not_raised(tmp_path, digits):
 def test_kernel_and_invariant_metrics_are_recorded(digits):
     config = TrainConfig.tiny(epochs=1, kernel_metrics=True)
     record = train_and_evaluate(config, dataset=digits, progress=False).records[-1]
-    for key in ("gamma_d", "gamma_c", "gamma_n", "kappa_d", "kappa_c", "kappa_n", "align_ntk", "align_feat",
-                "offdiag_ratio_ntk"):
+    for key in (
+        "gamma_d",
+        "gamma_c",
+        "gamma_n",
+        "kappa_d",
+        "kappa_c",
+        "kappa_n",
+        "align_ntk",
+        "align_feat",
+        "offdiag_ratio_ntk",
+    ):
         assert np.isfinite(record[key]), key
     assert record["gamma_lam0"] == pytest.approx(record["gamma_d"] - record["gamma_c"])
     if record["kappa_lam0"] > 0 and record["kappa_lamc"] > 0 and record["kappa_lammax"] > 0:
@@ -182,7 +205,7 @@ def test_scan_and_loop_epochs_agree(digits):
     """One jitted lax.scan per epoch and a Python loop of jitted steps compute the same run."""
     scan = train_and_evaluate(TrainConfig.tiny(kernel_metrics=False, epoch_mode="scan"), dataset=digits, progress=False)
     loop = train_and_evaluate(TrainConfig.tiny(kernel_metrics=False, epoch_mode="loop"), dataset=digits, progress=False)
-    for a, b in zip(strip_timing(scan.records), strip_timing(loop.records)):
+    for a, b in zip(strip_timing(scan.records), strip_timing(loop.records), strict=True):
         assert a.keys() == b.keys()
         for key in a:
             if isinstance(a[key], float):
@@ -197,12 +220,13 @@ def test_on_epoch_gets_the_state_of_every_epoch(digits):
     """The hook sees epoch 0 and every trained epoch, with states a caller may keep."""
     config = TrainConfig.tiny(epochs=3, eval_every=3, kernel_metrics=False)
     seen = {}
-    result = train_and_evaluate(config, dataset=digits, progress=False,
-                                on_epoch=lambda epoch, state: seen.__setitem__(epoch, state))
+    result = train_and_evaluate(
+        config, dataset=digits, progress=False, on_epoch=lambda epoch, state: seen.__setitem__(epoch, state)
+    )
     assert list(seen) == [0, 1, 2, 3]
     steps = [int(seen[epoch].step) for epoch in seen]
     assert steps[0] == 0 and len(set(np.diff(steps))) == 1 and steps[-1] == int(result.state.step)
-    for a, b in zip(jax.tree.leaves(seen[3].variables), jax.tree.leaves(result.state.variables)):
+    for a, b in zip(jax.tree.leaves(seen[3].variables), jax.tree.leaves(result.state.variables), strict=True):
         np.testing.assert_array_equal(a, b)
     assert not np.array_equal(jax.tree.leaves(seen[0].params)[0], jax.tree.leaves(seen[3].params)[0])
 
