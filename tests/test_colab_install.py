@@ -3,11 +3,11 @@ simulated preinstalled JAX and a fake pip that records commands instead of insta
 
 import json
 import sys
-import tomllib
 import types
 from pathlib import Path
 
 import pytest
+import tomllib
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,7 +22,7 @@ def cell_zero(path: Path) -> dict:
 def load_cell(source: str | None = None) -> dict:
     """Execute the cell off Colab ("google.colab" not imported): it only defines its functions."""
     namespace: dict = {"__name__": "colab_cell"}
-    exec(compile(source or CANONICAL.read_text(encoding="utf-8"), str(CANONICAL), "exec"), namespace)
+    exec(compile(source or CANONICAL.read_text(encoding="utf-8"), str(CANONICAL), "exec"), namespace)  # noqa: S102
     return namespace
 
 
