@@ -6,6 +6,7 @@ import sys
 import types
 from pathlib import Path
 
+import jax  # noqa: F401  imported before google.colab is faked: jax's debugger would import google.colab.output
 import pytest
 import tomllib
 import yaml
