@@ -24,10 +24,21 @@ without fixing the rest of the batch, and vmapping a per-sample function over th
 computes something else (batch statistics of a batch of one) — the same warning neural-tangents
 gives for batch-coupled layers.
 
-**Precision.** All contractions use ``precision=HIGHEST`` and the model itself is traced under
-``jax.default_matmul_precision("highest")``: at the default GPU precision (TF32) a ResNet20 kernel
-mean was off by 1.4e-3 relative in our measurement. Float64 works unchanged: pass float64 inputs and
-parameters with ``jax_enable_x64`` on.
+**Precision.** The engine computes in full float32 on every platform. All contractions use
+``precision=HIGHEST`` and the model itself is traced under
+``jax.default_matmul_precision("highest")``, so on a GPU neither the backward passes nor the
+contractions use TF32, which is JAX's default for float32 matmuls and convolutions on
+recent NVIDIA GPUs. The reason is that the quantities of interest are small differences of large
+means. At initialisation γ_c and γ_n can agree to a few 1e-5 relative, while TF32 gradients move
+a kernel mean by 1e-4 to 1e-3 relative (a ResNet20 kernel mean was off by 1.4e-3 relative in our measurement).
+``bench/ntk_speed.py`` checks the engine against a per-pair reference at ``highest``, to 1e-5
+relative on the statistics. On a CPU the setting changes nothing, because the default there is
+already full float32. Float64 works unchanged: pass float64 inputs and parameters with
+``jax_enable_x64`` on.
+
+Training (:mod:`ntklib.train`) sets no precision of its own. It runs at the platform default
+(TF32 on such GPUs), as the paper's code trained at its framework's defaults. Only the
+measurement of the kernels is exact.
 
 **Memory.** The feature Jacobian of all N samples is N·d·P numbers. For ResNet20 at N = 120
 (d = 64, P ≈ 0.27 M) that is 120·64·0.27e6·4 B ≈ 8.3 GB in float32, plus G = W J with
