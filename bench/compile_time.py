@@ -98,8 +98,9 @@ def rolled_block_ntk(model, variables, x, *, chunk_size: int | None):
 
 def unrolled_block_ntk(model, variables, x, *, chunk_size: int | None):
     """ntklib's program (``ntklib.ntk._block_ntk``, offdiag="none"), as (logits, features, h)."""
-    out = ntk_module._block_ntk(model, variables, x, offdiag=ntk_module.OffDiagonal.NONE,
-                                chunk_size=chunk_size, sample_chunk_size=None)
+    out = ntk_module._block_ntk(
+        model, variables, x, offdiag=ntk_module.OffDiagonal.NONE, chunk_size=chunk_size, sample_chunk_size=None
+    )
     return out.logits, out.features, out.h
 
 
@@ -149,8 +150,10 @@ def part_ntk(args) -> None:
             run = "-" if t_run is None else f"{t_run:8.3f}"
             agree = ""
             if name == "rolled" and outs["unrolled"] is not None:
-                rel = max(float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(a)))
-                          for a, b in zip(outs["unrolled"], outs["rolled"], strict=True))
+                rel = max(
+                    float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(a)))
+                    for a, b in zip(outs["unrolled"], outs["rolled"], strict=True)
+                )
                 agree = f"max |diff| / max|value| {rel:.1e}"
             print(f"{chunk!s:>10s} {n_chunks:6d} {name:>9s} {t_lower:8.2f} {t_compile:9.2f} {run:>8s}  {agree}")
 
@@ -177,15 +180,18 @@ def part_sweep(args) -> None:
 
     counter = CompileCounter()
     dataset = load_dataset("digits")
-    print(f"workload: TrainConfig.tiny(arch={args.sweep_arch!r}, dataset='digits', epochs=2, ntk_per_class=2), "
-          "one process")
+    print(
+        f"workload: TrainConfig.tiny(arch={args.sweep_arch!r}, dataset='digits', epochs=2, ntk_per_class=2), "
+        "one process"
+    )
     print(f"{'init':>15s} {'lr':>6s} {'compilations':>12s} {'compile s':>9s} {'wall s':>7s}")
     for init in args.inits:
         for lr in args.lrs:
             start = len(counter.events)
             t0 = time.perf_counter()
-            config = TrainConfig.tiny(arch=args.sweep_arch, dataset="digits", init=init, lr=lr, epochs=2,
-                                      ntk_per_class=2)
+            config = TrainConfig.tiny(
+                arch=args.sweep_arch, dataset="digits", init=init, lr=lr, epochs=2, ntk_per_class=2
+            )
             result = train_and_evaluate(config, dataset=dataset, progress=False)
             wall = time.perf_counter() - t0
             events = counter.events[start:]
@@ -193,8 +199,10 @@ def part_sweep(args) -> None:
             for name, seconds in events:
                 by_name[name] += seconds
             top = ", ".join(f"{name} {sec:.1f}s" for name, sec in sorted(by_name.items(), key=lambda kv: -kv[1])[:4])
-            print(f"{init:>15s} {lr:6.3g} {len(events):12d} {sum(sec for _, sec in events):9.2f} {wall:7.2f}  "
-                  f"({result.status}) slowest: {top}")
+            print(
+                f"{init:>15s} {lr:6.3g} {len(events):12d} {sum(sec for _, sec in events):9.2f} {wall:7.2f}  "
+                f"({result.status}) slowest: {top}"
+            )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -204,8 +212,9 @@ def part_sweep(args) -> None:
 
 def run_cli(cli: list[str], env: dict[str, str]) -> tuple[float, str]:
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "ntklib.experiment", *cli], env=env, capture_output=True, text=True,
-                          check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ntklib.experiment", *cli], env=env, capture_output=True, text=True, check=False
+    )
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"CLI failed ({proc.returncode}): {proc.stderr[-2000:]}")
@@ -214,8 +223,12 @@ def run_cli(cli: list[str], env: dict[str, str]) -> tuple[float, str]:
 
 def part_cache(args) -> None:
     # Cache every entry, however small or quick; log every compilation (and cache hit) at WARNING.
-    base_env = {**os.environ, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-                "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0", "JAX_LOG_COMPILES": "1"}
+    base_env = {
+        **os.environ,
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+        "JAX_LOG_COMPILES": "1",
+    }
     with tempfile.TemporaryDirectory() as tmp:
         print(f"command: python -m ntklib.experiment {' '.join(args.cli)} --out <fresh dir>")
         for label, cached in (("no cache", False), ("no cache", False), ("cache, cold", True), ("cache, warm", True)):
@@ -241,18 +254,36 @@ def main(argv=None) -> None:
     p.add_argument("--part", choices=("ntk", "sweep", "cache"), required=True)
     p.add_argument("--arch", default="resnet20", help="part ntk: architecture")
     p.add_argument("--per-class", type=int, default=3, help="part ntk: probe samples per class (chapter 7: 3)")
-    p.add_argument("--chunk-sizes", type=int, nargs="+", default=[0, 16, 8],
-                   help="part ntk: neuron chunk sizes (0: one chunk, chapter 7's setting)")
+    p.add_argument(
+        "--chunk-sizes",
+        type=int,
+        nargs="+",
+        default=[0, 16, 8],
+        help="part ntk: neuron chunk sizes (0: one chunk, chapter 7's setting)",
+    )
     p.add_argument("--repeats", type=int, default=3, help="part ntk: timed runs after the first")
     p.add_argument("--gpu-shape", action="store_true", help="part ntk: ntk_speed's GPU workload (N = 120, 32x32x3)")
     p.add_argument("--compile-only", action="store_true", help="part ntk: lower and compile, do not run")
     p.add_argument("--sweep-arch", default="resnet20", help="part sweep: architecture")
     p.add_argument("--lrs", type=float, nargs="+", default=[0.05, 0.02], help="part sweep: learning rates")
     p.add_argument("--inits", nargs="+", default=["flax", "torch"], help="part sweep: inits")
-    p.add_argument("--cli", nargs="+",
-                   default=["--tiny", "--dataset", "digits", "--arch", "resnet20", "--epochs", "2", "--ntk-per-class", "2",
-                            "--no-progress"],
-                   help="part cache: arguments of python -m ntklib.experiment (without --out)")
+    p.add_argument(
+        "--cli",
+        nargs="+",
+        default=[
+            "--tiny",
+            "--dataset",
+            "digits",
+            "--arch",
+            "resnet20",
+            "--epochs",
+            "2",
+            "--ntk-per-class",
+            "2",
+            "--no-progress",
+        ],
+        help="part cache: arguments of python -m ntklib.experiment (without --out)",
+    )
     args = p.parse_args(argv)
     sys.stdout.reconfigure(line_buffering=True)
     print(f"# compile_time  {' '.join(sys.argv[1:])}")

@@ -47,8 +47,8 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from ntklib import kernel_stats
-from ntklib.models import build_model
 from ntklib.measure import kernel_statistics
+from ntklib.models import build_model
 from ntklib.ntk import block_ntk_fn, split_classifier
 
 # Relative tolerance on the shared statistics (identical items) for the PASS/FAIL line.
@@ -73,9 +73,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--pair-samples", type=int, default=None, help="per-pair items evaluated per statistic")
     p.add_argument("--full-per-pair", action="store_true", help="evaluate the per-pair method on all its pairs")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats of ntklib (median reported)")
-    p.add_argument("--all-metrics", type=int, choices=(0, 1), default=None,
-                   help="also time kernel_statistics (off-diagonal feature norms cost d²N²P flops); "
-                        "default 1 (gpu) / 0 (cpu)")
+    p.add_argument(
+        "--all-metrics",
+        type=int,
+        choices=(0, 1),
+        default=None,
+        help="also time kernel_statistics (off-diagonal feature norms cost d²N²P flops); default 1 (gpu) / 0 (cpu)",
+    )
     p.add_argument("--init", default="flax")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
@@ -181,8 +185,10 @@ def main(argv=None) -> None:
     n = k * m
     print(f"# ntk_speed  {' '.join(sys.argv[1:]) or '(defaults)'}")
     print(f"jax {jax.__version__}, devices {jax.devices()}, python {platform.python_version()}")
-    print(f"workload: arch={args.arch} K={k} m={m} N={n} input={args.image}x{args.image}x{args.channels} "
-          f"scale={args.device_scale} chunk_size={args.chunk_size}")
+    print(
+        f"workload: arch={args.arch} K={k} m={m} N={n} input={args.image}x{args.image}x{args.channels} "
+        f"scale={args.device_scale} chunk_size={args.chunk_size}"
+    )
 
     model = build_model(args.arch, k, args.init)
     key_x, key_p = jax.random.split(jax.random.key(args.seed))
@@ -195,28 +201,38 @@ def main(argv=None) -> None:
     chunk = d if args.chunk_size is None else min(args.chunk_size, d)
     est = (chunk + k) * n * n_feat * 4
     print(f"parameters: {n_params} (feature extractor {n_feat}), d={d}, C={k}")
-    print(f"estimated peak of the Jacobian buffers (chunk + C)·N·P·4 B = {est / 2**30:.2f} GiB "
-          f"(unchunked J alone: N·d·P·4 B = {n * d * n_feat * 4 / 2**30:.2f} GiB)")
+    print(
+        f"estimated peak of the Jacobian buffers (chunk + C)·N·P·4 B = {est / 2**30:.2f} GiB "
+        f"(unchunked J alone: N·d·P·4 B = {n * d * n_feat * 4 / 2**30:.2f} GiB)"
+    )
 
     # ---- ntklib: exact block statistics over all pairs ---------------------------------------
     ntk_fn = block_ntk_fn(model, chunk_size=args.chunk_size)
 
     def exact_stats():
         ntk = ntk_fn(variables, x)
-        return ntk, kernel_stats.block_statistics(np.asarray(ntk.logits), labels), kernel_stats.block_statistics(
-            np.asarray(ntk.features), labels
+        return (
+            ntk,
+            kernel_stats.block_statistics(np.asarray(ntk.logits), labels),
+            kernel_stats.block_statistics(np.asarray(ntk.features), labels),
         )
 
     t0 = time.perf_counter()
     ntk, gamma, kappa = exact_stats()
     first = time.perf_counter() - t0
     t_ntk = median_time(lambda: exact_stats()[0].logits, args.repeats)
-    print(f"\nntklib block_ntk_fn (diagonal blocks) + exact block statistics: {t_ntk:.3f} s "
-          f"(median of {args.repeats}; first call incl. compile {first:.2f} s, compile ≈ {first - t_ntk:.2f} s)")
+    print(
+        f"\nntklib block_ntk_fn (diagonal blocks) + exact block statistics: {t_ntk:.3f} s "
+        f"(median of {args.repeats}; first call incl. compile {first:.2f} s, compile ≈ {first - t_ntk:.2f} s)"
+    )
     print(f"memory after ntklib: {peak_memory()}")
     exact = {
-        "gamma_d": gamma.diag, "gamma_c": gamma.same_class, "gamma_n": gamma.other_class,
-        "kappa_d": kappa.diag, "kappa_c": kappa.same_class, "kappa_n": kappa.other_class,
+        "gamma_d": gamma.diag,
+        "gamma_c": gamma.same_class,
+        "gamma_n": gamma.other_class,
+        "kappa_d": kappa.diag,
+        "kappa_c": kappa.same_class,
+        "kappa_n": kappa.other_class,
     }
 
     if args.all_metrics:
@@ -228,9 +244,11 @@ def main(argv=None) -> None:
             1,
         )
         record = stats.as_dict()
-        print(f"ntklib kernel_statistics (all kernel columns of a record, incl. off-diagonal norms): {t_all:.3f} s "
-              f"(first call {first_all:.2f} s); offdiag/diag norm ratio NTK {record['offdiag_ratio_ntk']:.3g}, "
-              f"features {record['offdiag_ratio_feat']:.3g}; memory: {peak_memory()}")
+        print(
+            f"ntklib kernel_statistics (all kernel columns of a record, incl. off-diagonal norms): {t_all:.3f} s "
+            f"(first call {first_all:.2f} s); offdiag/diag norm ratio NTK {record['offdiag_ratio_ntk']:.3g}, "
+            f"features {record['offdiag_ratio_feat']:.3g}; memory: {peak_memory()}"
+        )
 
     # ---- per-pair method ---------------------------------------------------------------------
     logit_pair, feature_pair = make_per_pair_fns(model, variables)
@@ -260,7 +278,9 @@ def main(argv=None) -> None:
         fn = logit_pair if kind == "gamma" else feature_pair
         outs, idx = items[stat]
         t0 = time.perf_counter()
-        vals = [fn(x, i, j, o) for o, (i, j) in zip(outs.tolist(), idx.tolist())]  # async; one sync at the end
+        vals = [
+            fn(x, i, j, o) for o, (i, j) in zip(outs.tolist(), idx.tolist(), strict=True)
+        ]  # async; one sync at the end
         vals = np.asarray(jax.block_until_ready(jnp.stack(vals)), np.float64)
         per_item[kind].append((time.perf_counter() - t0, len(vals)))
         values[stat] = vals
@@ -270,17 +290,25 @@ def main(argv=None) -> None:
     t_rel = n_rel_pairs * (k * t_logit + d * t_feat)
     t_allpairs = n * (n + 1) / 2 * (k * t_logit + d * t_feat)
     measured = "measured" if args.full_per_pair else "extrapolated"
-    print(f"\nper-pair method: {n_items} (output, pair) items evaluated, compile {compile_pp:.2f} s; "
-          f"{t_logit * 1e3:.2f} ms per logit item, {t_feat * 1e3:.2f} ms per feature item")
-    print(f"per-pair on the released-code pair set ({n_rel_pairs} pairs × ({k} logits + {d} features)): "
-          f"{t_rel:.1f} s ({measured} from the time per item)")
-    print(f"per-pair on all N(N+1)/2 = {n * (n + 1) // 2} pairs (what exact means would need): "
-          f"{t_allpairs:.1f} s (extrapolated)")
+    print(
+        f"\nper-pair method: {n_items} (output, pair) items evaluated, compile {compile_pp:.2f} s; "
+        f"{t_logit * 1e3:.2f} ms per logit item, {t_feat * 1e3:.2f} ms per feature item"
+    )
+    print(
+        f"per-pair on the released-code pair set ({n_rel_pairs} pairs × ({k} logits + {d} features)): "
+        f"{t_rel:.1f} s ({measured} from the time per item)"
+    )
+    print(
+        f"per-pair on all N(N+1)/2 = {n * (n + 1) // 2} pairs (what exact means would need): "
+        f"{t_allpairs:.1f} s (extrapolated)"
+    )
 
     # ---- comparison on identical items -------------------------------------------------------
     logits, features = np.asarray(ntk.logits, np.float64), np.asarray(ntk.features, np.float64)
-    print(f"\n{'stat':8s} {'ntklib exact (all pairs)':>24s} {'per-pair (its items)':>21s} "
-          f"{'ntklib (same items)':>20s} {'rel diff same items':>20s} {'sampled vs exact':>17s}")
+    print(
+        f"\n{'stat':8s} {'ntklib exact (all pairs)':>24s} {'per-pair (its items)':>21s} "
+        f"{'ntklib (same items)':>20s} {'rel diff same items':>20s} {'sampled vs exact':>17s}"
+    )
     worst = 0.0
     worst_entry = 0.0
     for stat in STATS:
@@ -294,16 +322,24 @@ def main(argv=None) -> None:
         worst = max(worst, rel_same)
         worst_entry = max(worst_entry, float(np.max(np.abs(values[stat] - same_items)) / np.max(np.abs(kern))))
         print(f"{stat:8s} {exact[stat]:24.6g} {pp_mean:21.6g} {nt_mean:20.6g} {rel_same:20.2e} {rel_sampled:17.2e}")
-    print(f"max relative difference of the shared statistics on identical items: {worst:.2e}; "
-          f"max entry difference / max|Θ|: {worst_entry:.2e}")
+    print(
+        f"max relative difference of the shared statistics on identical items: {worst:.2e}; "
+        f"max entry difference / max|Θ|: {worst_entry:.2e}"
+    )
     verdict = "PASS" if worst <= AGREEMENT_RTOL else "FAIL"
-    print(f"AGREEMENT {verdict}: max relative difference of the statistics on identical items {worst:.2e} "
-          f"{'<=' if worst <= AGREEMENT_RTOL else '>'} {AGREEMENT_RTOL:g} (both sides at 'highest' matmul precision)")
-    print("('sampled vs exact' = per-pair mean over its sampled items vs ntklib's exact all-pair mean: "
-          "sampling, not error)")
+    print(
+        f"AGREEMENT {verdict}: max relative difference of the statistics on identical items {worst:.2e} "
+        f"{'<=' if worst <= AGREEMENT_RTOL else '>'} {AGREEMENT_RTOL:g} (both sides at 'highest' matmul precision)"
+    )
+    print(
+        "('sampled vs exact' = per-pair mean over its sampled items vs ntklib's exact all-pair mean: "
+        "sampling, not error)"
+    )
 
-    print(f"\nSPEEDUP vs per-pair on the released-code pair set: {t_rel / t_ntk:.1f}x "
-          f"({measured}; ntklib computes exact means over all {n * n} ordered pairs)")
+    print(
+        f"\nSPEEDUP vs per-pair on the released-code pair set: {t_rel / t_ntk:.1f}x "
+        f"({measured}; ntklib computes exact means over all {n * n} ordered pairs)"
+    )
     print(f"SPEEDUP vs per-pair computing the same exact all-pair means: {t_allpairs / t_ntk:.1f}x (extrapolated)")
     print(f"peak memory: {peak_memory()}")
 

@@ -44,9 +44,11 @@ def install_ntklib(installed_version, run, gpu):
 def backend_warning(backend, gpu):
     """A loud message when a GPU runtime ended with JAX on the CPU, else None."""
     if gpu and backend == "cpu":
-        return ("!" * 78 + "\nWARNING: this runtime has a GPU, but JAX runs on the CPU. Every chapter would still run,"
-                "\nslowly. Restart the runtime and run this cell again; if it persists, reinstall JAX with"
-                f'\n  %pip install "jax[cuda12]{JAX_RANGE}"\n' + "!" * 78)
+        return (
+            "!" * 78 + "\nWARNING: this runtime has a GPU, but JAX runs on the CPU. Every chapter would still run,"
+            "\nslowly. Restart the runtime and run this cell again; if it persists, reinstall JAX with"
+            f'\n  %pip install "jax[cuda12]{JAX_RANGE}"\n' + "!" * 78
+        )
     return None
 
 

@@ -96,13 +96,14 @@ def fitted_log_slope(x: ArrayLike, values: ArrayLike, *, log_x: bool = False, wh
     Raises:
         ValueError: naming ``values`` when fewer than two points are left, or one is not positive.
     """
-    x, values = np.asarray(x, dtype=np.float64), np.asarray(values, dtype=np.float64)
+    xs = np.asarray(x, dtype=np.float64)
+    ys = np.asarray(values, dtype=np.float64)
     if where is not None:
         keep = np.asarray(where, dtype=bool)
-        x, values = x[keep], values[keep]
-    if values.size < 2 or np.any(values <= 0):
-        raise ValueError(f"values must hold at least two positive points to fit, got {values}")
-    return float(np.polyfit(np.log(x) if log_x else x, np.log(values), 1)[0])
+        xs, ys = xs[keep], ys[keep]
+    if ys.size < 2 or np.any(ys <= 0):
+        raise ValueError(f"values must hold at least two positive points to fit, got {ys}")
+    return float(np.polyfit(np.log(xs) if log_x else xs, np.log(ys), 1)[0])
 
 
 def residual_flow(res0: Array, kernel: BlockKernel, times: Array) -> Array:

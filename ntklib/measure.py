@@ -16,7 +16,7 @@ in it:
 
 Example:
     >>> stats = kernel_statistics(model, variables, x, labels=[0, 0, 1, 1, 2, 2])  # doctest: +SKIP
-    >>> stats.as_dict()["gamma_d"], column("align_ntk").meaning
+    >>> stats.as_dict()["gamma_d"], column("align_ntk").meaning  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -345,22 +345,22 @@ def kernel_statistics(
     return statistics_from_ntk(ntk, labels, np.asarray(head["kernel"]).T, np.asarray(head["bias"]))
 
 
-def subsample_per_class(images: ArrayLike, labels: ArrayLike, per_class: int):
+def subsample_per_class(images: np.ndarray | Array, labels: ArrayLike, per_class: int):
     """The first ``per_class`` samples of every class, sorted by class: a balanced probe batch from
     any labelled set (the last training batch, or a whole dataset).
 
     Raises:
         ValueError: naming ``per_class`` when it is below 1 or a class has fewer samples.
     """
-    labels = np.asarray(labels)
+    label_array = np.asarray(labels)
     if int(per_class) != per_class or per_class < 1:
         raise ValueError(f"per_class must be a positive integer, got {per_class!r}")
-    picks = [np.flatnonzero(labels == k)[:per_class] for k in range(int(labels.max()) + 1)]
+    picks = [np.flatnonzero(label_array == k)[:per_class] for k in range(int(label_array.max()) + 1)]
     short = [k for k, p in enumerate(picks) if len(p) < per_class]
     if short:
         raise ValueError(f"per_class={per_class} exceeds the samples of classes {short}")
     keep = np.concatenate(picks)
-    return images[keep], labels[keep]
+    return images[keep], label_array[keep]
 
 
 def measure_batch(

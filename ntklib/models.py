@@ -23,7 +23,7 @@ Two names say how a model was built, and a run's ``config.json`` records both:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 
 import flax.linen as nn
@@ -178,7 +178,7 @@ class VGG(nn.Module):
 
     stages: Sequence[Sequence[int]]
     fc: Sequence[int] = (512, 256)
-    init: str = "flax"
+    init_scheme: str = "flax"
     biases: bool = True
     bn_momentum: float = 0.9
 
@@ -187,7 +187,7 @@ class VGG(nn.Module):
         bn = partial(_BN, momentum=self.bn_momentum, use_running_average=not train)
         for stage in self.stages:
             for width in stage:
-                x = nn.relu(bn()(_conv(width, 3, self.init, bias_init=self._bias_init(9 * x.shape[-1]))(x)))
+                x = nn.relu(bn()(_conv(width, 3, self.init_scheme, bias_init=self._bias_init(9 * x.shape[-1]))(x)))
             x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME")
         x = x.reshape((x.shape[0], -1))
         for width in self.fc:
@@ -195,14 +195,14 @@ class VGG(nn.Module):
             x = nn.Dense(
                 width,
                 use_bias=self.biases,
-                kernel_init=get_kernel_init(self.init),
+                kernel_init=get_kernel_init(self.init_scheme),
                 bias_init=bias_init or nn.initializers.zeros_init(),
             )(x)
             x = nn.relu(bn()(x))
         return x
 
     def _bias_init(self, fan_in: int) -> nn.initializers.Initializer | None:
-        return get_bias_init(self.init, fan_in, self.fc[-1]) if self.biases else None
+        return get_bias_init(self.init_scheme, fan_in, self.fc[-1]) if self.biases else None
 
 
 class BasicBlock(nn.Module):
@@ -215,25 +215,25 @@ class BasicBlock(nn.Module):
 
     features: int
     stride: int = 1
-    init: str = "flax"
+    init_scheme: str = "flax"
     shortcut_bn: bool = False
     bn_momentum: float = 0.99
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> Array:
         bn = partial(_BN, momentum=self.bn_momentum, use_running_average=not train)
-        y = nn.relu(bn()(_conv(self.features, 3, self.init, self.stride)(x)))
-        y = bn()(_conv(self.features, 3, self.init)(y))
+        y = nn.relu(bn()(_conv(self.features, 3, self.init_scheme, self.stride)(x)))
+        y = bn()(_conv(self.features, 3, self.init_scheme)(y))
         if self.stride != 1 or x.shape[-1] != self.features:
             if self.shortcut_bn:
-                x = bn(name="shortcut_bn")(_conv(self.features, 1, self.init, self.stride, name="shortcut")(x))
+                x = bn(name="shortcut_bn")(_conv(self.features, 1, self.init_scheme, self.stride, name="shortcut")(x))
             else:
                 # the released code leaves this bias at Flax's default, zeros, under all three of the
                 # paper's inits; "pytorch" gives it PyTorch's default like every other layer
                 bias_init = nn.initializers.zeros_init()
-                if self.init == "pytorch":
+                if self.init_scheme == "pytorch":
                     bias_init = get_bias_init("pytorch", x.shape[-1])
-                x = _conv(self.features, 1, self.init, self.stride, bias_init=bias_init, name="shortcut")(x)
+                x = _conv(self.features, 1, self.init_scheme, self.stride, bias_init=bias_init, name="shortcut")(x)
         return nn.relu(x + y)
 
 
@@ -244,18 +244,18 @@ class ResNet(nn.Module):
 
     blocks_per_stage: int = 3
     widths: Sequence[int] = (16, 32, 64)
-    init: str = "flax"
+    init_scheme: str = "flax"
     shortcut_bn: bool = False
     bn_momentum: float = 0.99
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> Array:
-        x = _conv(self.widths[0], 3, self.init)(x)
+        x = _conv(self.widths[0], 3, self.init_scheme)(x)
         x = nn.relu(_BN(momentum=self.bn_momentum, use_running_average=not train)(x))
         for i, width in enumerate(self.widths):
             for j in range(self.blocks_per_stage):
                 stride = 2 if i > 0 and j == 0 else 1
-                x = BasicBlock(width, stride, self.init, self.shortcut_bn, self.bn_momentum)(x, train=train)
+                x = BasicBlock(width, stride, self.init_scheme, self.shortcut_bn, self.bn_momentum)(x, train=train)
         return jnp.mean(x, axis=(1, 2))
 
 
@@ -273,20 +273,20 @@ class DenseNet(nn.Module):
     layers_per_block: int = 6
     num_blocks: int = 3
     growth: int = 12
-    init: str = "flax"
+    init_scheme: str = "flax"
     bn_momentum: float = 0.99
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> Array:
         bn_relu = lambda y: nn.relu(_BN(momentum=self.bn_momentum, use_running_average=not train)(y))  # noqa: E731
-        x = _conv(2 * self.growth, 3, self.init)(x)
+        x = _conv(2 * self.growth, 3, self.init_scheme)(x)
         for block in range(self.num_blocks):
             for _ in range(self.layers_per_block):
-                y = _conv(2 * self.growth, 1, self.init)(bn_relu(x))
-                y = _conv(self.growth, 3, self.init)(bn_relu(y))
+                y = _conv(2 * self.growth, 1, self.init_scheme)(bn_relu(x))
+                y = _conv(self.growth, 3, self.init_scheme)(bn_relu(y))
                 x = jnp.concatenate([x, y], axis=-1)
             if block < self.num_blocks - 1:
-                x = _conv(x.shape[-1] // 2, 1, self.init)(bn_relu(x))
+                x = _conv(x.shape[-1] // 2, 1, self.init_scheme)(bn_relu(x))
                 x = nn.avg_pool(x, (2, 2), strides=(2, 2), padding="SAME")
         return jnp.mean(bn_relu(x), axis=(1, 2))
 
@@ -296,14 +296,14 @@ class MLP(nn.Module):
     book; not a model of the paper, so both variants build it alike. d = widths[-1]."""
 
     widths: Sequence[int] = (64, 32)
-    init: str = "flax"
+    init_scheme: str = "flax"
     bn_momentum: float = 0.9
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> Array:
         x = x.reshape((x.shape[0], -1))
         for width in self.widths:
-            x = nn.Dense(width, use_bias=False, kernel_init=get_kernel_init(self.init))(x)
+            x = nn.Dense(width, use_bias=False, kernel_init=get_kernel_init(self.init_scheme))(x)
             x = nn.relu(_BN(momentum=self.bn_momentum, use_running_average=not train)(x))
         return x
 
@@ -316,8 +316,8 @@ VGG16 = partial(VGG, stages=VGG16_STAGES)
 ResNet20 = partial(ResNet, blocks_per_stage=3, widths=(16, 32, 64))
 DenseNet40 = partial(DenseNet, layers_per_block=6, num_blocks=3, growth=12)
 
-# arch name → (feature-extractor constructor taking ``init``, feature dimension d, family)
-_ARCHS = {
+# arch name → (feature-extractor constructor taking ``init_scheme``, feature dimension d, family)
+_ARCHS: dict[str, tuple[Callable[..., nn.Module], int, str]] = {
     "vgg11": (VGG11, 256, "vgg"),
     "vgg16": (VGG16, 256, "vgg"),
     "resnet20": (ResNet20, 64, "resnet"),
@@ -382,7 +382,7 @@ def build_model(arch: str, num_classes: int, init: str = "flax", variant: str = 
     _check_choice("variant", variant, VARIANTS)
     make_features, d, family = _ARCHS[arch]
     return Classifier(
-        features=make_features(init=init, **_VARIANT_LAYERS[variant][family]),
+        features=make_features(init_scheme=init, **_VARIANT_LAYERS[variant][family]),
         num_classes=num_classes,
         kernel_init=get_kernel_init(init),
         bias_init=get_bias_init(init, d),

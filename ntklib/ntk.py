@@ -53,9 +53,9 @@ by recomputing the Jacobian of every other chunk, i.e. at about (n_c + 1) times 
 
 Example:
     >>> model = build_model("mlp", 3)  # doctest: +SKIP
-    >>> variables = model.init(jax.random.key(0), x)  # x: (6, 8) float32
-    >>> ntk = block_ntk_fn(model, offdiag="norms")(variables, x)
-    >>> ntk.logits.shape, ntk.features.shape, ntk.logits_norms.shape  # (3, 6, 6), (32, 6, 6), (3, 3)
+    >>> variables = model.init(jax.random.key(0), x)  # x: (6, 8) float32  # doctest: +SKIP
+    >>> ntk = block_ntk_fn(model, offdiag="norms")(variables, x)  # doctest: +SKIP
+    >>> ntk.logits.shape, ntk.features.shape, ntk.logits_norms.shape  # (3, 6, 6), (32, 6, 6), (3, 3)  # doctest: +SKIP
 
 The block statistics, alignments and invariant metrics of these kernels, as record columns, are in
 :mod:`ntklib.measure`.
@@ -238,7 +238,7 @@ def _block_ntk(
 
     want_feat_off = offdiag in (OffDiagonal.NORMS, OffDiagonal.FULL)
     diag_blocks, cross_rows = [], []
-    g = None  # G = W J, leaves (N, C, p)
+    g: list[Array] = []  # G = W J, leaves (N, C, p)
     # A Python loop, i.e. fully unrolled: on XLA:CPU a rolled loop ran the same work about 7x
     # slower (ResNet20); compile time grows with the number of chunks instead.
     for r, basis in enumerate(bases):
@@ -246,7 +246,7 @@ def _block_ntk(
         diag_blocks.append(_sum_einsum("ajp,bjp->jab", jr, jr))  # (dc, N, N)
         w_chunk = jnp.asarray(w @ basis.T)  # (C, dc): W's columns of the chunk's neurons
         g_chunk = [jnp.einsum("ck,akp->acp", w_chunk, j, precision=_HIGHEST) for j in jr]
-        g = g_chunk if g is None else [a + b for a, b in zip(g, g_chunk, strict=True)]
+        g = [a + b for a, b in zip(g, g_chunk, strict=True)] if g else g_chunk
         if want_feat_off:
             # Row r of the (n_chunks, n_chunks) grid of (dc, dc, N, N) feature cross-blocks:
             # (dc, n_chunks·dc, N, N).
@@ -305,9 +305,9 @@ def block_ntk_fn(
 
     Example:
         >>> ntk_fn = block_ntk_fn(model, offdiag="norms", chunk_size=16)  # doctest: +SKIP
-        >>> ntk = ntk_fn(variables, x)  # x: (120, 32, 32, 3)
-        >>> ntk.logits.shape  # (10, 120, 120) Θ_cc
-        >>> ntk.features.shape  # (64, 120, 120) Θʰ_jj for ResNet20
+        >>> ntk = ntk_fn(variables, x)  # x: (120, 32, 32, 3)  # doctest: +SKIP
+        >>> ntk.logits.shape  # (10, 120, 120) Θ_cc  # doctest: +SKIP
+        >>> ntk.features.shape  # (64, 120, 120) Θʰ_jj for ResNet20  # doctest: +SKIP
     """
     offdiag = OffDiagonal(offdiag)
     for name, value in (("chunk_size", chunk_size), ("sample_chunk_size", sample_chunk_size)):

@@ -106,9 +106,9 @@ class RunDir:
 
     Example:
         >>> run = RunDir("runs/one")  # doctest: +SKIP
-        >>> run.begin(config.to_dict())  # None, or the status of an earlier run
-        >>> run.write_records(records)
-        ... run.write_status("running", epoch=2)
+        >>> run.begin(config.to_dict())  # doctest: +SKIP
+        >>> run.write_records(records)  # doctest: +SKIP
+        >>> run.write_status("running", epoch=2)  # doctest: +SKIP
     """
 
     def __init__(self, path: str | os.PathLike):
@@ -160,7 +160,7 @@ class NullRunDir(RunDir):
     """A run kept in memory: every write is dropped, nothing is ever read back."""
 
     def __init__(self) -> None:
-        self.path = None
+        """No directory: nothing is created."""
 
     def begin(self, config: dict[str, Any]) -> str | None:
         return None
