@@ -28,7 +28,7 @@ def write_split(root: Path, split: str, images, labels, *, gz: bool = True) -> N
 
 
 def random_split(rng, n: int):
-    return rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), rng.integers(0, 10, n).astype(np.uint8)
+    return rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), rng.permutation(np.arange(n) % 10).astype(np.uint8)
 
 
 @pytest.fixture
@@ -89,6 +89,26 @@ def test_load_idx_dataset(idx_dir):
         np.testing.assert_array_equal(labels, raw_labels)
     vgg = load_dataset("mnist", data_dir=root, image_size=32)  # VGG's input size
     assert vgg.train_images.shape == (50, 32, 32, 1) and vgg.train_images.dtype == np.float32
+
+
+def test_subset(idx_dir):
+    root, arrays = idx_dir
+    ds = load_dataset("fashion_mnist", data_dir=root)
+    small = ds.subset(2, 1)
+    np.testing.assert_array_equal(np.bincount(small.train_labels, minlength=10), np.full(10, 2))
+    np.testing.assert_array_equal(np.bincount(small.test_labels, minlength=10), np.full(10, 1))
+    # naive reference: walk the training set in order, keep a sample while its class has < 2
+    kept, seen = [], np.zeros(10, int)
+    for i, label in enumerate(ds.train_labels):
+        if seen[label] < 2:
+            kept.append(i)
+            seen[label] += 1
+    np.testing.assert_array_equal(small.train_images, ds.train_images[kept])
+    assert len(ds.subset(2).test_labels) == len(ds.test_labels)
+    with pytest.raises(ValueError, match="train_per_class=1000"):
+        ds.subset(1000)
+    with pytest.raises(ValueError, match="test_per_class=0"):
+        ds.subset(1, 0)
 
 
 def test_load_idx_errors_name_the_file(idx_dir):
