@@ -9,6 +9,10 @@ Panes (our reading of the paper's figure; the extracted text lost the captions' 
 - i, final ‖M Mᵀ‖, ‖H₂H₂ᵀ‖, ‖h̄ h̄ᵀ‖ (the terms of the invariant);
 - j, final label alignment of the NTK Θ and of the feature kernel Θʰ.
 
+Two views that are not panes of the paper's figure: final NC metrics against final test accuracy
+(:func:`plot_final_vs_test_accuracy`, "comparable performance, different collapse", §6) and the
+final invariant norm against a final NC metric (:func:`plot_invariant_vs_collapse`).
+
 Every function takes the tidy frame of :func:`ntklib.results.load_runs` and optional axes, so a
 notebook can draw one pane; :func:`plot_figure2` draws all of them and saves a PNG
 (``python -m ntklib.experiment plot``). Every column named here is a column of
@@ -68,7 +72,8 @@ def _with_nc1_form(specs, nc1: str):
     )
 
 
-def _colors(inits: Sequence[str]) -> dict[str, str]:
+def init_colors(inits: Sequence[str]) -> dict[str, str]:
+    """One matplotlib colour per initialisation, the same in every pane (inits in sorted order)."""
     return {init: f"C{i}" for i, init in enumerate(sorted(inits))}
 
 
@@ -88,7 +93,7 @@ def plot_metric_over_epochs(
     few records) are skipped, not drawn as gaps."""
     if ax is None:
         _, ax = _pyplot().subplots(figsize=(4.5, 3.2))
-    colors = _colors(df["init"].unique())
+    colors = init_colors(df["init"].unique())
     seen = set()
     for _, frame in df[df["status"] == "ok"].groupby("run_dir"):
         if column not in frame or frame[column].isna().all():
@@ -128,7 +133,7 @@ def plot_final_vs_lr(df, axes=None, *, nc1: str = "nc1"):
     if axes is None:
         _, axes = _pyplot().subplots(1, len(finals), figsize=(4 * len(finals), 3.2))
     final = final_records(df)
-    colors = _colors(df["init"].unique())
+    colors = init_colors(df["init"].unique())
     for ax, (column, ylabel, title) in zip(axes, finals, strict=True):
         for init, frame in final.groupby("init"):
             ax.plot(frame["lr"], frame[column], "o-", color=colors[init], label=init)
@@ -145,7 +150,7 @@ def _plot_final_series(df, ax, series, styles, *, ylabel: str, title: str, log_y
     if ax is None:
         _, ax = _pyplot().subplots(figsize=(4.5, 3.2))
     final = final_records(df)
-    colors = _colors(df["init"].unique())
+    colors = init_colors(df["init"].unique())
     for (column, name), style in zip(series, styles, strict=True):
         if column not in final:
             continue
@@ -172,6 +177,37 @@ def plot_final_alignment(df, ax=None):
     return _plot_final_series(
         df, ax, ALIGNMENTS, styles, ylabel="alignment with YᵀY", title="(j) kernel alignment at the end", log_y=False
     )
+
+
+def plot_final_vs_test_accuracy(df, axes=None, *, nc1: str = "nc1_trace"):
+    """Final NC1 (form ``nc1``), NC2 and NC3 against the final test accuracy, one point per
+    finished run, coloured by init: runs of comparable accuracy can end with different collapse."""
+    finals = _with_nc1_form(FINALS[:3], nc1)
+    if axes is None:
+        _, axes = _pyplot().subplots(1, len(finals), figsize=(4 * len(finals), 3.2))
+    final = final_records(df)
+    colors = init_colors(df["init"].unique())
+    for ax, (column, ylabel, title) in zip(axes, finals, strict=True):
+        for init, frame in final.groupby("init"):
+            ax.scatter(frame["test_accuracy"], frame[column], color=colors[init], label=init)
+        ax.set(xlabel="final test accuracy", ylabel=ylabel, title=f"{title} vs test accuracy", yscale="log")
+        _legend(ax, title="init", fontsize="small")
+    return axes
+
+
+def plot_invariant_vs_collapse(df, ax=None, *, metric: str = "nc2"):
+    """Final invariant norm ‖E‖_F against the final ``metric`` (a record column), one point per
+    finished run, coloured by init: the theory ties a small invariant to strong collapse (§5)."""
+    measure.column(metric)
+    if ax is None:
+        _, ax = _pyplot().subplots(figsize=(4.5, 3.2))
+    final = final_records(df).dropna(subset=["invariant_norm", metric])
+    colors = init_colors(df["init"].unique())
+    for init, frame in final.groupby("init"):
+        ax.scatter(frame["invariant_norm"], frame[metric], color=colors[init], label=init)
+    ax.set(xscale="log", xlabel="final invariant norm ‖E‖_F", ylabel=f"final {metric}", title=f"‖E‖ vs {metric}")
+    _legend(ax, title="init", fontsize="small")
+    return ax
 
 
 def plot_figure2(runs, path: str | Path | None = None, *, title: str | None = None, nc1: str = "nc1"):
