@@ -174,12 +174,17 @@ def load_dataset(
             load_tfds_split(dataset, split, data_dir, cache=cache) for split in ("train", "test")
         )
         ds = Dataset(
-            (x_tr / np.float32(255)).astype(np.float32), y_tr,
-            (x_te / np.float32(255)).astype(np.float32), y_te, 10, dataset,
+            (x_tr / np.float32(255)).astype(np.float32),
+            y_tr,
+            (x_te / np.float32(255)).astype(np.float32),
+            y_te,
+            10,
+            dataset,
         )
     if image_size is not None and image_size != ds.train_images.shape[1]:
         ds = dataclasses.replace(
-            ds, train_images=resize_images(ds.train_images, image_size),
+            ds,
+            train_images=resize_images(ds.train_images, image_size),
             test_images=resize_images(ds.test_images, image_size),
         )
     return ds
@@ -202,9 +207,7 @@ def steps_per_epoch(labels: np.ndarray, *, batch_size: int, num_classes: int) ->
     return int(counts.min()) // m
 
 
-def balanced_batches(
-    labels: np.ndarray, *, batch_size: int, num_classes: int, seed: int, epoch: int
-) -> np.ndarray:
+def balanced_batches(labels: np.ndarray, *, batch_size: int, num_classes: int, seed: int, epoch: int) -> np.ndarray:
     """Indices of the exactly balanced, class-sorted batches of one epoch.
 
     Each class is permuted with a generator seeded by ``(seed, epoch)`` and its first
