@@ -19,8 +19,10 @@ Datasets:
   ArrayRecord files, which needs ``tensorflow-datasets`` but not TensorFlow. Preparing the files
   the first time (download and conversion) does need TensorFlow: ``pip install ntklib[prepare]``
   and ``tfds build mnist --file_format=array_record`` once (``tfds.data_source`` also prepares a
-  missing dataset itself when TensorFlow is installed, as on Colab), or copy a prepared ``data_dir``. The decoded arrays are cached as
-  ``.npz`` beside the tfds files so later runs start in seconds.
+  missing dataset itself when TensorFlow is installed, as on Colab), or copy a prepared ``data_dir``.
+  Without TensorFlow, an unprepared dataset raises :class:`DatasetNotPreparedError` with the exact
+  commands. The decoded arrays are cached as ``.npz`` beside the tfds files so later runs start in
+  seconds.
 
 Image sizes: ``image_size=None`` keeps the native size (28×28 for MNIST/FashionMNIST, 32×32 for
 CIFAR-10, 8×8 for digits); any other size resizes bilinearly. The paper resizes MNIST and
@@ -112,6 +114,37 @@ def load_digits_dataset(test_fraction: float = 0.25, seed: int = 0) -> Dataset:
     return Dataset(x_tr, y_tr, x_te, y_te, 10, "digits")
 
 
+class DatasetNotPreparedError(RuntimeError):
+    """A tfds dataset that is not prepared (or cannot be read) in its data directory; the message
+    gives the commands that prepare it."""
+
+
+def _tfds_root(data_dir: str | None) -> Path:
+    return Path(data_dir or os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets")).expanduser()
+
+
+def _not_prepared(name: str, data_dir: str | None, reason: str) -> DatasetNotPreparedError:
+    root = _tfds_root(data_dir)
+    return DatasetNotPreparedError(
+        f"dataset {name!r} is not prepared in {root} ({reason}). Prepare it once (needs TensorFlow and a network): "
+        f'python -m pip install -e ".[prepare]" && tfds build {name} --file_format=array_record --data_dir {root}'
+    )
+
+
+def _read_prepared_tfds_split(name: str, split: str, data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_read_tfds_split`, or a :class:`DatasetNotPreparedError` instead of a download
+    attempt without TensorFlow, or a deep traceback."""
+    import importlib.util
+
+    prepared = any(_tfds_root(data_dir).glob(f"{name}/*/dataset_info.json"))
+    if not prepared and importlib.util.find_spec("tensorflow") is None:
+        raise _not_prepared(name, data_dir, "no prepared files, and TensorFlow is not installed to prepare them")
+    try:
+        return _read_tfds_split(name, split, data_dir)
+    except Exception as error:
+        raise _not_prepared(name, data_dir, f"reading it failed: {error!r}") from error
+
+
 def _read_tfds_split(name: str, split: str, data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
     import tensorflow_datasets as tfds
 
@@ -143,7 +176,7 @@ def load_tfds_split(
         if cache_file.exists():
             with np.load(cache_file) as f:
                 return f["images"], f["labels"]
-    images, labels = _read_tfds_split(name, split, data_dir)
+    images, labels = _read_prepared_tfds_split(name, split, data_dir)
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache_file.with_suffix(f".tmp{os.getpid()}.npz")
