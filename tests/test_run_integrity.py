@@ -89,7 +89,8 @@ def test_kill_9_at_a_random_point_then_rerun_gives_the_same_metrics(reference, t
     process.send_signal(signal.SIGKILL)
     process.wait()
     done = results.read_records(out)
-    print(f"killed after {records_seen} records + {pause:.3f} s, at epoch {done[-1]['epoch']}", file=sys.stderr)
+    with capsys.disabled():  # shown with pytest -s
+        print(f"killed after {records_seen} records + {pause:.3f} s, at epoch {done[-1]['epoch']}")
     assert process.returncode == -signal.SIGKILL or results.read_status(out) == "finished", process.stderr
 
     code, stdout, _ = run_cli([*BASE, "--out", out], capsys)
