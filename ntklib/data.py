@@ -132,17 +132,12 @@ def _not_prepared(name: str, data_dir: str | None, reason: str) -> DatasetNotPre
 
 
 def _read_prepared_tfds_split(name: str, split: str, data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`_read_tfds_split`, or a :class:`DatasetNotPreparedError` instead of a download
-    attempt without TensorFlow, or a deep traceback."""
-    import importlib.util
-
-    prepared = any(_tfds_root(data_dir).glob(f"{name}/*/dataset_info.json"))
-    if not prepared and importlib.util.find_spec("tensorflow") is None:
-        raise _not_prepared(name, data_dir, "no prepared files, and TensorFlow is not installed to prepare them")
+    """:func:`_read_tfds_split`, with a :class:`DatasetNotPreparedError` that gives the commands
+    instead of a deep traceback (without TensorFlow, tfds cannot prepare a missing dataset)."""
     try:
         return _read_tfds_split(name, split, data_dir)
     except Exception as error:
-        raise _not_prepared(name, data_dir, f"reading it failed: {error!r}") from error
+        raise _not_prepared(name, data_dir, f"reading it failed with {type(error).__name__}: {error}") from error
 
 
 def _read_tfds_split(name: str, split: str, data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:

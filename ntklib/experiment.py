@@ -8,7 +8,7 @@ field's metadata.
 One run (the flags of the paper's scripts; ``run`` may be left out)::
 
     python -m ntklib.experiment --arch resnet20 --dataset mnist --init flax --lr 0.01 \\
-        --epochs 400 --out runs/resnet20_mnist/flax/lr_1.0000e-02
+        --epochs 400 --out runs/resnet20_mnist/flax/lr_0.01
 
 A sweep over learning rates and inits (skips finished runs, continues past diverged ones)::
 
