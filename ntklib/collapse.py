@@ -7,7 +7,8 @@ under exact neural collapse and grows as the geometry moves away from it.
 Every metric takes an optional ``num_classes``. Without it, K is read off the labels, which are
 checked to cover every class; that needs concrete labels. With it, nothing depends on the label
 values, so the metrics can be traced by ``jax.jit`` (with ``num_classes`` static); the caller then
-vouches that every class occurs.
+vouches that every class occurs. Concrete labels outside ``0 … K−1`` are refused either way; a
+class without samples makes every metric NaN.
 
 Example:
     Three classes whose features sit exactly on a simplex ETF are collapsed (NC1 = NC2 = 0); with a
@@ -26,6 +27,7 @@ Example:
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import Array
@@ -43,8 +45,18 @@ def _check_labels(features: Array, labels: Array, num_classes: int | None = None
     if num_classes is not None:
         if int(num_classes) != num_classes or num_classes < 2:
             raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+        if not isinstance(labels, jax.core.Tracer) and labels.size:
+            concrete = np.asarray(labels)
+            low, high = int(concrete.min()), int(concrete.max())
+            if low < 0 or high >= num_classes:
+                raise ValueError(
+                    f"labels must lie in [0, num_classes) = [0, {num_classes}), got labels in [{low}, {high}]"
+                )
         return labels, int(num_classes)
-    counts = np.bincount(np.asarray(labels))
+    concrete = np.asarray(labels)
+    if concrete.size and concrete.min() < 0:
+        raise ValueError(f"labels must be >= 0, got {int(concrete.min())}")
+    counts = np.bincount(concrete)
     if counts.size < 2 or np.any(counts == 0):
         raise ValueError(f"labels must cover every class 0 … K−1 (K >= 2); samples per class: {counts.tolist()}")
     num_classes = counts.size
@@ -123,12 +135,14 @@ def nc4_ncc_mismatch(
     weights: Array, bias: Array, features: Array, labels: Array, *, num_classes: int | None = None
 ) -> Array:
     """NC4: the fraction of samples on which the classifier, argmax_k (W h + b)_k, disagrees with
-    the nearest-class-centre rule, argmin_k ‖h − μ_k‖."""
+    the nearest-class-centre rule, argmin_k ‖h − μ_k‖. NaN, like NC1–NC3, when a logit or a class
+    mean is not finite (NaN features, or a class without samples)."""
     means = class_means(features, labels, num_classes=num_classes)
     logits = weights @ features + bias[:, None]  # (K, N)
     distances = jnp.sum((features[:, None, :] - means[:, :, None]) ** 2, axis=0)  # (K, N)
     mismatch = jnp.argmax(logits, axis=0) != jnp.argmin(distances, axis=0)
-    return jnp.mean(mismatch.astype(features.dtype))
+    finite = jnp.all(jnp.isfinite(logits)) & jnp.all(jnp.isfinite(means))
+    return jnp.where(finite, jnp.mean(mismatch.astype(features.dtype)), jnp.nan)
 
 
 def pairwise_cosines(vectors: Array) -> Array:

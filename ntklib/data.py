@@ -26,9 +26,10 @@ Datasets:
   ArrayRecord files, which needs ``tensorflow-datasets`` but not TensorFlow. Preparing the files
   the first time (download and conversion) does need TensorFlow: ``pip install ntklib[prepare]``
   and ``tfds build mnist --file_format=array_record`` once (``tfds.data_source`` also prepares a
-  missing dataset itself when TensorFlow is installed, as on Colab), or copy a prepared
-  ``data_dir``. The decoded arrays are cached as ``.npz`` beside the tfds files so later runs start
-  in seconds.
+  missing dataset itself when TensorFlow is installed, as on Colab), or copy a prepared ``data_dir``.
+  Without TensorFlow, an unprepared dataset raises :class:`DatasetNotPreparedError` with the exact
+  commands. The decoded arrays are cached as ``.npz`` beside the tfds files so later runs start in
+  seconds.
 
 Image sizes: ``image_size=None`` keeps the native size (28×28 for MNIST/FashionMNIST, 32×32 for
 CIFAR-10, 8×8 for digits); any other size resizes bilinearly. The paper resizes MNIST and
@@ -171,6 +172,32 @@ def load_digits_dataset(test_fraction: float = 0.25, seed: int = 0) -> Dataset:
     return Dataset(x_tr, y_tr, x_te, y_te, 10, "digits", "scikit-learn")
 
 
+class DatasetNotPreparedError(FileNotFoundError):
+    """A dataset with neither IDX files nor a prepared (readable) tfds copy in its data directory;
+    the message gives the commands that prepare it."""
+
+
+def _tfds_root(data_dir: str | None) -> Path:
+    return Path(data_dir or os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets")).expanduser()
+
+
+def _not_prepared(name: str, data_dir: str | None, reason: str) -> DatasetNotPreparedError:
+    root = _tfds_root(data_dir)
+    return DatasetNotPreparedError(
+        f"dataset {name!r} is not prepared in {root} ({reason}). Prepare it once (needs TensorFlow and a network): "
+        f'python -m pip install -e ".[prepare]" && tfds build {name} --file_format=array_record --data_dir {root}'
+    )
+
+
+def _read_prepared_tfds_split(name: str, split: str, data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_read_tfds_split`, with a :class:`DatasetNotPreparedError` that gives the commands
+    instead of a deep traceback (without TensorFlow, tfds cannot prepare a missing dataset)."""
+    try:
+        return _read_tfds_split(name, split, data_dir)
+    except Exception as error:
+        raise _not_prepared(name, data_dir, f"reading it failed with {type(error).__name__}: {error}") from error
+
+
 def _read_tfds_split(name: str, split: str, data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
     import tensorflow_datasets as tfds
 
@@ -202,7 +229,7 @@ def load_tfds_split(
         if cache_file.exists():
             with np.load(cache_file) as f:
                 return f["images"], f["labels"]
-    images, labels = _read_tfds_split(name, split, data_dir)
+    images, labels = _read_prepared_tfds_split(name, split, data_dir)
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache_file.with_suffix(f".tmp{os.getpid()}.npz")
@@ -310,11 +337,12 @@ def _from_uint8(name: str, train: tuple, test: tuple, source: str) -> Dataset:
 def _load_tfds(dataset: str, data_dir: str | None, cache: bool) -> Dataset:
     try:
         train, test = (load_tfds_split(dataset, split, data_dir, cache=cache) for split in ("train", "test"))
-    except Exception as err:  # tfds tries to download and prepare a missing dataset; say what to do instead
+    except DatasetNotPreparedError as err:  # say every way to get the data, not only tfds's
+        if dataset not in IDX_DATASETS:
+            raise
         where = f" in {data_dir}" if data_dir is not None else ""
-        raise FileNotFoundError(
-            f"{dataset}: no IDX files and no prepared tfds dataset{where} "
-            f"(tfds: {type(err).__name__}: {err}); {how_to_get(dataset)}"
+        raise DatasetNotPreparedError(
+            f"{dataset}: no IDX files and no prepared tfds dataset{where}: {how_to_get(dataset)}. {err}"
         ) from err
     return _from_uint8(dataset, train, test, source="tfds")
 

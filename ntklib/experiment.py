@@ -8,7 +8,7 @@ field's metadata.
 One run (the flags of the paper's scripts; ``run`` may be left out)::
 
     python -m ntklib.experiment --arch resnet20 --dataset mnist --init flax --lr 0.01 \\
-        --epochs 400 --out runs/resnet20_mnist/flax/lr_1.0000e-02
+        --epochs 400 --out runs/resnet20_mnist/flax/lr_0.01
 
 A sweep over learning rates and inits (skips finished runs, continues past diverged ones)::
 
@@ -21,20 +21,37 @@ Figure 2 panes from a results directory::
 
 ``--tiny`` starts from :meth:`ntklib.train.TrainConfig.tiny` (seconds on a CPU) instead of the
 paper's protocol; every other flag overrides the chosen base.
+
+Exit codes: 0 done (a sweep whose runs all finished or diverged); 1 a sweep with a failed or
+refused run (a summary table goes to stderr), or an unexpected error (with its traceback); 2 a
+user error — an invalid flag value, a config that does not fit the dataset, an unprepared dataset,
+a run directory of another config, corrupt, incomplete or locked by another process, a bad
+``--out`` — printed as one line on stderr, without a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
 import json
 import sys
 import typing
 from collections.abc import Sequence
+from pathlib import Path
 
-from ntklib import plots, sweep
+from ntklib import plots, results, sweep
+from ntklib.data import DatasetNotPreparedError
 from ntklib.models import INITS, PAPER_INITS
-from ntklib.train import TrainConfig, train_and_evaluate
+from ntklib.train import ConfigError, TrainConfig, train_and_evaluate
+
+
+class UsageError(Exception):
+    """A command-line argument that cannot be used (the message says which and why)."""
+
+
+USER_ERRORS = (UsageError, ConfigError, results.RunError, DatasetNotPreparedError)
+"""Errors the user can act on: one line on stderr and exit code 2, no traceback."""
 
 SUBCOMMANDS = ("run", "sweep", "plot")
 SWEPT_FIELDS = ("init", "lr")
@@ -83,9 +100,18 @@ def config_from_flags(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig.tiny(**overrides) if args.tiny else TrainConfig.default(**overrides)
 
 
+def check_out_dir(out: str) -> None:
+    """Refuse an empty ``--out`` (it would write into the current directory) and an existing file."""
+    if not out.strip():
+        raise UsageError("--out: an empty path would write into the current directory; give a directory")
+    if Path(out).exists() and not Path(out).is_dir():
+        raise UsageError(f"--out: {out} is a file, not a directory")
+
+
 def run_command(args: argparse.Namespace) -> int:
     """``run``: train one model into ``--out`` and print a one-line JSON summary."""
     config = config_from_flags(args)
+    check_out_dir(args.out)
     result = train_and_evaluate(
         config, args.out, max_epochs_this_call=args.max_epochs_this_call, progress=args.progress
     )
@@ -96,12 +122,27 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def sweep_command(args: argparse.Namespace) -> int:
-    """``sweep``: every (init, lr) into ``--out``; prints one JSON line per run."""
+    """``sweep``: every (init, lr) into ``--out``; prints one JSON line per run, and a summary
+    table on stderr. Exit code 1 when a run failed or was refused."""
     base = config_from_flags(args)
+    check_out_dir(args.out)
     lrs = args.lrs or sweep.learning_rates(args.num_lrs, args.lr_min, args.lr_max, args.largest)
-    for entry in sweep.run_sweep(base, lrs, args.inits, args.out, progress=args.progress):
+    entries = sweep.run_sweep(base, lrs, args.inits, args.out, progress=args.progress)
+    for entry in entries:
         print(json.dumps(dataclasses.asdict(entry)))
-    return 0
+    bad = [entry for entry in entries if entry.status not in sweep.SUCCESS]
+    print(sweep.summary_table(entries), file=sys.stderr)
+    if bad:
+        print(f"sweep: {len(bad)} of {len(entries)} runs failed or were refused", file=sys.stderr)
+    return 1 if bad else 0
+
+
+def plot_path(out: str) -> Path:
+    """The file ``plot --out`` writes: ``out``, with ``.png`` appended when it has no extension."""
+    path = Path(out)
+    if not out.strip() or path.is_dir():
+        raise UsageError(f"--out: {out!r} is not a file name")
+    return path if path.suffix else path.with_name(path.name + ".png")
 
 
 def plot_command(args: argparse.Namespace) -> int:
@@ -111,9 +152,21 @@ def plot_command(args: argparse.Namespace) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig = plots.plot_figure2(args.results_dir, args.out, title=args.title, nc1=args.nc1)
+    if not Path(args.results_dir).exists():
+        raise UsageError(f"no such path: {args.results_dir}")
+    path = plot_path(args.out)
+    unreadable: list[tuple[str, str]] = []
+    df = results.load_runs(args.results_dir, unreadable=unreadable)
+    for run_dir, reason in unreadable:
+        print(f"plot: skipped unreadable run {run_dir}: {reason}", file=sys.stderr)
+    if df.empty:
+        raise UsageError(f"no runs with records in {args.results_dir}")
+    fig = plots.plot_figure2(df, title=args.title, nc1=args.nc1)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=path.suffix[1:], dpi=110)
     plt.close(fig)
-    print(args.out)
+    results.write_atomic(path, buffer.getvalue())
+    print(path)
     return 0
 
 
@@ -154,8 +207,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
         argv = ["run", *argv]
-    args = build_parser().parse_args(argv)
-    return args.handler(args)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except USER_ERRORS as error:
+        message = str(error).replace("\n", " ")
+        print(f"{parser.prog} {args.command}: error: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -101,6 +101,12 @@ class OffDiagonal(str, enum.Enum):
     FULL = "full"
     """Also the full (C, C, N, N) and (d, d, N, N) kernels (and their norms)."""
 
+    @classmethod
+    def _missing_(cls, value: object) -> OffDiagonal:
+        """``OffDiagonal("some")`` raises a ValueError that lists the valid choices."""
+        valid = ", ".join(mode.value for mode in cls)
+        raise ValueError(f"unknown offdiag {value!r}; valid choices: {valid}")
+
 
 class ClassifierSplit(NamedTuple):
     """A Classifier cut into its feature function and its linear head."""

@@ -212,8 +212,13 @@ def plot_invariant_vs_collapse(df, ax=None, *, metric: str = "nc2"):
 
 def plot_figure2(runs, path: str | Path | None = None, *, title: str | None = None, nc1: str = "nc1"):
     """All panes a–j in one figure; ``runs`` is a results root or a :func:`ntklib.results.load_runs`
-    frame, ``nc1`` the NC1 form of panes b and f. Saves a PNG to ``path`` when given. Returns the
-    figure."""
+    frame, ``nc1`` the NC1 form of panes b and f. Saves a PNG to ``path`` when given, atomically
+    (:func:`ntklib.results.write_atomic`). Returns the figure.
+
+    Raises:
+        FileNotFoundError: when ``runs`` is a path that does not exist.
+        ValueError: when there are no runs with records.
+    """
     plt = _pyplot()
     df = results.load_runs(runs) if isinstance(runs, (str, Path)) else runs
     if df.empty:
@@ -230,6 +235,9 @@ def plot_figure2(runs, path: str | Path | None = None, *, title: str | None = No
         title = f"{first.get('arch', '')} on {first.get('dataset', '')}: {df['run_dir'].nunique()} runs"
     fig.suptitle(title)
     if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=110)
+        import io
+
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=110)
+        results.write_atomic(path, buffer.getvalue())
     return fig

@@ -1,18 +1,21 @@
 """Sweeps over initial learning rates × initialisations (paper §6, Figure 2 panes f–j).
 
-Layout: ``<root>/<init>/lr_<lr:.4e>/`` is one run directory (:mod:`ntklib.results`). A sweep
-can be stopped and restarted at will: finished and diverged runs are skipped, an interrupted run
+Layout: ``<root>/<init>/lr_<repr(lr)>/`` is one run directory (:mod:`ntklib.results`); the exact
+repr keeps distinct rates apart (0.1 and 0.100001 are two runs). A sweep can be stopped and
+restarted at will: finished and diverged runs *of the same config* are skipped, an interrupted run
 resumes from its checkpoint, and a run that diverges (NaN/inf loss, status "diverged") or fails
 with an exception (status "failed", the message in ``status.json``) does not stop the others.
-The command line is ``python -m ntklib.experiment sweep`` (:mod:`ntklib.experiment`).
+A directory that holds another config's run, a corrupt checkpoint or an unreadable file is
+reported ("refused", with the reason) and left untouched. The command line is
+``python -m ntklib.experiment sweep`` (:mod:`ntklib.experiment`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sys
-import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +23,7 @@ import numpy as np
 from ntklib import results
 from ntklib.data import Dataset, load_dataset
 from ntklib.models import PAPER_INITS
-from ntklib.train import TrainConfig, train_and_evaluate
+from ntklib.train import ConfigError, TrainConfig, run_identity, train_and_evaluate
 
 PAPER_LR_MIN = 1e-4
 PAPER_LR_MAX = 10**0.25
@@ -36,17 +39,25 @@ def learning_rates(
 
 
 def run_dir(root: str | Path, init: str, lr: float) -> Path:
-    """``<root>/<init>/lr_<lr:.4e>``."""
-    return Path(root) / init / f"lr_{lr:.4e}"
+    """``<root>/<init>/lr_<repr(lr)>``: the exact repr, so that distinct rates never share a directory."""
+    return Path(root) / init / f"lr_{float(lr)!r}"
+
+
+SUCCESS = ("finished", "diverged")
+"""Statuses of a run that ended as it should (a divergence is a result, not a fault)."""
 
 
 @dataclasses.dataclass
 class SweepEntry:
+    """One run of a sweep: its status ("finished", "diverged", "running", "failed" or "refused"),
+    whether it was found done and skipped, and the reason of a failure or refusal."""
+
     init: str
     lr: float
     out_dir: str
     status: str
     skipped: bool
+    error: str | None = None
 
 
 def run_sweep(
@@ -60,26 +71,58 @@ def run_sweep(
 ) -> list[SweepEntry]:
     """Train ``base`` with every (init, lr) into :func:`run_dir`; returns one entry per run.
 
-    Finished or diverged runs are skipped (``skipped=True``); any exception of a run is recorded
-    as status "failed" and the sweep goes on. The dataset is loaded once.
+    Every existing run directory is verified first (:meth:`ntklib.results.RunDir.verify`): one of
+    another config, with a corrupt checkpoint, incomplete records or a malformed file is
+    "refused" with the reason and left as it is. Finished or diverged runs of the same config are
+    skipped (``skipped=True``). A run that raises is recorded by
+    :func:`~ntklib.train.train_and_evaluate` as status "failed" and the sweep goes on. The dataset
+    is loaded once, when the first run needs training.
+
+    Raises:
+        ConfigError: when ``base`` does not fit the dataset (the same for every run); nothing is written.
     """
+    loaded: dict[str, Dataset] = {} if dataset is None else {"dataset": dataset}
+
+    def get_dataset() -> Dataset:
+        if not loaded:
+            loaded["dataset"] = load_dataset(base.dataset, data_dir=base.data_dir, image_size=base.input_size)
+        return loaded["dataset"]
+
     entries = []
     for init in inits:
         for lr in lrs:
             config = base.replace(init=init, lr=float(lr))
-            out = run_dir(root, init, lr)
-            status = results.read_status(out)
-            if status in ("finished", "diverged"):
-                entries.append(SweepEntry(init, float(lr), str(out), status, True))
-                continue
-            if dataset is None:
-                dataset = load_dataset(base.dataset, data_dir=base.data_dir, image_size=base.input_size)
-            try:
-                status = train_and_evaluate(config, out, dataset=dataset, progress=progress).status
-            except Exception as error:  # a sweep outlives one bad run
-                status = "failed"
-                results.write_status(out, "failed", error=repr(error), traceback=traceback.format_exc())
-            entries.append(SweepEntry(init, float(lr), str(out), status, False))
-            if progress:
-                print(f"[sweep] {init} lr={lr:.4e}: {status}", file=sys.stderr)
+            entry = _sweep_one(config, run_dir(root, init, lr), get_dataset, progress)
+            entries.append(entry)
+            if progress and not entry.skipped:
+                print(f"[sweep] {init} lr={lr!r}: {entry.status}", file=sys.stderr)
     return entries
+
+
+def _sweep_one(config: TrainConfig, out: Path, get_dataset: Callable[[], Dataset], progress: bool) -> SweepEntry:
+    """One run of a sweep as a :class:`SweepEntry`."""
+    entry = functools.partial(SweepEntry, config.init, config.lr, str(out))
+    try:
+        status = results.RunDir(out).verify(config.to_dict(), **run_identity(config))
+        if status in SUCCESS:
+            return entry(status, True)
+        dataset = get_dataset()  # an unprepared dataset stops the sweep: it is the same for every run
+        try:
+            result = train_and_evaluate(config, out, dataset=dataset, progress=progress)
+        except (results.RunError, ConfigError):  # the first: below; the second: the same for every run
+            raise
+        except Exception as error:  # a sweep outlives one bad run; train_and_evaluate wrote "failed"
+            return entry("failed", False, repr(error))
+    except results.RunError as error:  # another config's run, or unreadable: never touched
+        return entry("refused", False, str(error))
+    return entry(result.status, result.skipped)
+
+
+def summary_table(entries: Sequence[SweepEntry]) -> str:
+    """A plain-text table of a sweep: init, lr, status, skipped, reason (one row per run)."""
+    rows = [("init", "lr", "status", "skipped", "reason")]
+    rows += [(e.init, repr(e.lr), e.status, "yes" if e.skipped else "", e.error or "") for e in entries]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row[:4], widths, strict=True)) + "  " + row[4] for row in rows
+    )

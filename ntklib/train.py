@@ -30,7 +30,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
+import numbers
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -54,7 +57,7 @@ from ntklib.data import (
 )
 from ntklib.models import ARCHS, INITS, VARIANTS, Classifier, build_model
 from ntklib.ntk import OffDiagonal
-from ntklib.results import NullRunDir, RunDir, json_safe
+from ntklib.results import NullRunDir, RunDir, evaluation_epochs, json_safe
 
 REFERENCE_EPOCHS = 400
 """The paper's run length; ``lr_decay_every`` is given relative to it."""
@@ -66,10 +69,31 @@ EPOCH_MODES = ("auto", "scan", "loop")
 OFFDIAG_MODES = tuple(mode.value for mode in OffDiagonal)
 
 
-def _option(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
+class ConfigError(ValueError):
+    """An invalid training configuration (a field's value, or its fit to the dataset); the message
+    names the parameter. Raised before anything is written."""
+
+
+def _option(default: Any, help: str, choices: tuple[str, ...] | None = None, *, identity: bool = True) -> Any:
     """A :class:`TrainConfig` field whose description (and valid values) live in its metadata, so
-    the command line (:mod:`ntklib.experiment`) and the documentation read them from one place."""
-    return dataclasses.field(default=default, metadata={"help": help, "choices": choices})
+    the command line (:mod:`ntklib.experiment`) and the documentation read them from one place.
+    ``identity=False`` marks a field that cannot change the numbers (left out of
+    :meth:`TrainConfig.identity`)."""
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices, "identity": identity})
+
+
+_POSITIVE_INTS = ("epochs", "batch_size", "lr_decay_every", "eval_every", "eval_batch_size")
+_POSITIVE_INTS_OR_NONE = ("image_size", "kernel_every", "ntk_per_class", "ntk_chunk_size")
+_FINITE_NONNEGATIVE = ("momentum", "weight_decay")
+_FINITE_POSITIVE = ("lr", "lr_decay_factor")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,21 +152,36 @@ class TrainConfig:
         "auto",
         "one jitted lax.scan per epoch, or a Python loop of jitted steps (auto: loop on CPU); not part of the numbers",
         EPOCH_MODES,
+        identity=False,
     )
 
     def __post_init__(self) -> None:
-        if self.loss not in LOSSES:
-            raise ValueError(f"unknown loss {self.loss!r}; valid choices: {', '.join(LOSSES)}")
-        if self.variant not in VARIANTS:
-            raise ValueError(f"unknown variant {self.variant!r}; valid choices: {', '.join(VARIANTS)}")
-        resolve_epoch_mode(self.epoch_mode)
-        if self.ntk_offdiag not in OFFDIAG_MODES:
-            valid = ", ".join(OFFDIAG_MODES)
-            raise ValueError(f"unknown ntk_offdiag {self.ntk_offdiag!r}; valid choices: {valid}")
-        if self.epochs < 1 or self.eval_every < 1:
-            raise ValueError(f"epochs and eval_every must be >= 1, got {self.epochs}, {self.eval_every}")
-        if self.kernel_every is not None and (self.kernel_every < 1 or self.kernel_every % self.eval_every):
-            raise ValueError(
+        """Check every field; a :class:`ConfigError` names the first bad one."""
+        for field in dataclasses.fields(self):
+            value, choices = getattr(self, field.name), field.metadata["choices"]
+            if choices is not None and value not in choices:
+                raise ConfigError(f"unknown {field.name} {value!r}; valid choices: {', '.join(choices)}")
+        for name in _POSITIVE_INTS + _POSITIVE_INTS_OR_NONE:
+            value = getattr(self, name)
+            if (value is not None or name in _POSITIVE_INTS) and not (_is_int(value) and value >= 1):
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if not (_is_int(self.seed) and self.seed >= 0):
+            raise ConfigError(f"seed must be an integer >= 0, got {self.seed!r}")
+        for name in _FINITE_POSITIVE:
+            value = getattr(self, name)
+            if not (_is_real(value) and math.isfinite(value) and value > 0):
+                raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")
+        for name in _FINITE_NONNEGATIVE:
+            value = getattr(self, name)
+            if not (_is_real(value) and math.isfinite(value) and value >= 0):
+                raise ConfigError(f"{name} must be a finite number >= 0, got {value!r}")
+        if not isinstance(self.nesterov, bool) or not isinstance(self.kernel_metrics, bool):
+            flags = f"{self.nesterov!r}, {self.kernel_metrics!r}"
+            raise ConfigError(f"nesterov and kernel_metrics must be booleans, got {flags}")
+        if self.data_dir is not None and not (isinstance(self.data_dir, str) and self.data_dir):
+            raise ConfigError(f"data_dir must be a non-empty path or None, got {self.data_dir!r}")
+        if self.kernel_every is not None and self.kernel_every % self.eval_every:
+            raise ConfigError(
                 f"kernel_every must be a positive multiple of eval_every ({self.eval_every}), got {self.kernel_every}"
             )
 
@@ -171,6 +210,16 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that can change the numbers: all but those marked ``identity=False``
+        (``epoch_mode``). Their hash (:func:`ntklib.results.config_hash`) is the run's identity."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata["identity"]}
+
+    def evaluation_epochs(self, up_to: int | None = None) -> list[int]:
+        """The epochs ≤ ``up_to`` (default: the last) that get a record: 0, every ``eval_every``-th, the last."""
+        up_to = self.epochs if up_to is None else up_to
+        return evaluation_epochs(up_to, eval_every=self.eval_every, epochs=self.epochs)
 
     @property
     def decay_every_epochs(self) -> int:
@@ -436,11 +485,13 @@ def make_evaluate(loss: str, batch_size: int, mode: str = "auto") -> Callable:
 @dataclasses.dataclass
 class RunResult:
     """What :func:`train_and_evaluate` returns: records (one per evaluation), the final status
-    ("finished", "diverged" or "running" when stopped early) and the final state."""
+    ("finished", "diverged" or "running" when stopped early), the final state, and whether the run
+    was found done and ``skipped``."""
 
     records: list[dict]
     status: str
     state: TrainState | None = None
+    skipped: bool = False
 
 
 def _checkpoint_target(state: TrainState) -> dict[str, Any]:
@@ -462,6 +513,44 @@ EpochCallback = Callable[[int, TrainState], None]
 every trained epoch; ``state`` is a copy the callback may keep."""
 
 
+def check_fit(config: TrainConfig, dataset: Dataset) -> int:
+    """Check the batch arithmetic and the NTK settings of ``config`` against ``dataset``; returns
+    the steps per epoch.
+
+    Raises:
+        ConfigError: naming ``batch_size`` or ``ntk_per_class``.
+    """
+    try:
+        m = per_class_batch(config.batch_size, dataset.num_classes)
+        steps = steps_per_epoch(dataset.train_labels, batch_size=config.batch_size, num_classes=dataset.num_classes)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    if steps < 1:
+        raise ConfigError(
+            f"batch_size={config.batch_size} needs {m} samples of every class, but the smallest class of "
+            f"{dataset.name} has {dataset.min_class_count()}"
+        )
+    per_class = config.ntk_settings[0]
+    if config.kernel_metrics and per_class is not None and per_class > m:
+        batch = config.batch_size
+        raise ConfigError(f"ntk_per_class={per_class} exceeds the {m} samples per class of a batch of {batch}")
+    return steps
+
+
+def run_identity(config: TrainConfig) -> dict[str, Any]:
+    """The keyword arguments of :meth:`ntklib.results.RunDir.verify` for ``config``."""
+    return {"identity": config.identity(), "required_epochs": config.evaluation_epochs}
+
+
+def _record_failure(run: RunDir, error: Exception) -> None:
+    """status.json ``failed`` with the reason; a failure to write it (a full disk) leaves the
+    previous status, from which the run resumes."""
+    try:
+        run.write_status("failed", error=repr(error), traceback=traceback.format_exc())
+    except OSError:
+        pass
+
+
 def train_and_evaluate(
     config: TrainConfig,
     out_dir: str | Path | None = None,
@@ -473,6 +562,11 @@ def train_and_evaluate(
 ) -> RunResult:
     """Train one model under ``config``, recording metrics; resume from ``out_dir`` if it holds a
     checkpoint of the same config.
+
+    Nothing is written before the directory is verified (:meth:`ntklib.results.RunDir.verify`),
+    the dataset loaded and the batch arithmetic checked (:func:`check_fit`). The run then holds the
+    directory's lock; an exception while training writes status ``failed`` with its reason and is
+    raised again.
 
     Args:
         config: the run.
@@ -487,18 +581,41 @@ def train_and_evaluate(
         A :class:`RunResult`. A finished run directory is returned as is, without training.
 
     Raises:
-        ValueError: if ``out_dir`` holds a run of a different config.
+        ConfigError: the config does not fit the dataset, or ``max_epochs_this_call`` < 1.
+        ntklib.results.RunError: ``out_dir`` holds another config's run, a corrupt checkpoint, a
+            malformed file or incomplete records, or another process writes it.
     """
+    if max_epochs_this_call is not None and max_epochs_this_call < 1:
+        raise ConfigError(f"max_epochs_this_call must be >= 1, got {max_epochs_this_call}")
     run = NullRunDir() if out_dir is None else RunDir(out_dir)
-    status = run.begin(config.to_dict())
+    status = run.verify(config.to_dict(), **run_identity(config))
     if status in ("finished", "diverged"):
-        return RunResult(run.read_records(), status)
-
+        return RunResult(run.read_records(), status, skipped=True)
     if dataset is None:
         dataset = load_dataset(config.dataset, data_dir=config.data_dir, image_size=config.input_size)
+    steps = check_fit(config, dataset)
+    with run.lock():
+        status = run.begin(config.to_dict(), **run_identity(config))
+        if status in ("finished", "diverged"):  # another process finished it meanwhile
+            return RunResult(run.read_records(), status, skipped=True)
+        try:
+            return _train(config, run, dataset, steps, max_epochs_this_call, progress, on_epoch)
+        except Exception as error:
+            _record_failure(run, error)
+            raise
+
+
+def _train(
+    config: TrainConfig,
+    run: RunDir,
+    dataset: Dataset,
+    steps: int,
+    max_epochs_this_call: int | None,
+    progress: bool,
+    on_epoch: EpochCallback | None,
+) -> RunResult:
+    """The loop of :func:`train_and_evaluate` in a verified, locked run directory."""
     num_classes = dataset.num_classes
-    per_class_batch(config.batch_size, num_classes)
-    steps = steps_per_epoch(dataset.train_labels, batch_size=config.batch_size, num_classes=num_classes)
     model = _build_model(config.arch, num_classes, config.init, config.variant)
     state = create_train_state(config, model, dataset.image_shape, steps)
     schedule = create_learning_rate_schedule(config, steps)
@@ -594,10 +711,10 @@ def train_and_evaluate(
         if epoch % config.eval_every == 0 or epoch == config.epochs:
             records.append(record(state, epoch, idx[-1], train_loss, train_acc, seconds))
             run.write_records(records)
-            run.save_checkpoint(_checkpoint_target(state), epoch)
+            run.save_checkpoint(_checkpoint_target(state), epoch, identity=config.identity())
             run.write_status("running", epoch=epoch)
         elif epoch == stop:
-            run.save_checkpoint(_checkpoint_target(state), epoch)
+            run.save_checkpoint(_checkpoint_target(state), epoch, identity=config.identity())
     bar.close()
 
     status = "finished" if stop == config.epochs else "running"

@@ -341,3 +341,27 @@ def test_equal_bias_cosines_vs_simulation():
         labels = np.repeat(np.arange(k), m)
         assert float(nc2_etf_distance(h, labels)) < 1e-7
         assert float(nc3_self_duality(w, h, labels)) > 1e-3
+
+
+def test_nc4_propagates_nan_like_nc1_to_nc3():
+    labels = jnp.array([0, 0, 1, 1, 2, 2])
+    features = (jnp.eye(3) - 1 / 3)[:, labels].at[0, 0].set(jnp.nan)
+    weights, bias = jnp.eye(3), jnp.zeros(3)
+    assert np.isnan(float(nc2_etf_distance(features, labels)))
+    assert np.isnan(float(nc4_ncc_mismatch(weights, bias, features, labels)))
+    # a class without samples (only possible with an explicit num_classes): NaN, not a plausible fraction
+    clean = (jnp.eye(3) - 1 / 3)[:, labels]
+    missing = jnp.array([0, 0, 1, 1, 1, 1])
+    assert np.isnan(float(nc4_ncc_mismatch(weights, bias, clean, missing, num_classes=3)))
+    assert np.isnan(float(nc2_etf_distance(clean, missing, num_classes=3)))
+
+
+@pytest.mark.parametrize("bad", [3, -1])
+def test_labels_outside_the_classes_are_refused(bad):
+    features = jnp.ones((2, 4))
+    labels = jnp.array([0, 1, 2, bad])
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, num_classes\) = \[0, 3\)"):
+        nc1_within_class_std(features, labels, num_classes=3)
+    if bad < 0:
+        with pytest.raises(ValueError, match="labels must be >= 0"):
+            nc1_within_class_std(features, labels)

@@ -238,3 +238,11 @@ def test_bad_inputs_raise_naming_the_parameter():
         block_ntk_fn(model, chunk_size=0)
     with pytest.raises(ValueError, match="offdiag|OffDiagonal"):
         block_ntk_fn(model, offdiag="some")
+
+
+def test_an_unknown_offdiag_lists_the_valid_choices():
+    from ntklib.ntk import OffDiagonal
+
+    with pytest.raises(ValueError, match="unknown offdiag 'some'; valid choices: none, logits, norms, full"):
+        OffDiagonal("some")
+    assert OffDiagonal("norms") is OffDiagonal.NORMS
