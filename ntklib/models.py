@@ -358,7 +358,9 @@ MLP is not a network of the paper and is the same in both.
 """
 
 
-def build_model(arch: str, num_classes: int, init: str = "flax", variant: str = "released") -> Classifier:
+def build_model(
+    arch: str, num_classes: int, init: str = "flax", variant: str = "released", *, bn_momentum: float | None = None
+) -> Classifier:
     """A :class:`Classifier` of architecture ``arch`` with initialisation ``init``.
 
     Args:
@@ -366,9 +368,14 @@ def build_model(arch: str, num_classes: int, init: str = "flax", variant: str = 
         num_classes: K.
         init: one of :data:`INITS`; applies to every convolution and dense layer, classifier included.
         variant: one of :data:`VARIANTS`, the layout of the layers.
+        bn_momentum: momentum of every BatchNorm's running averages, in place of the variant's
+            (None: the variant's, 0.99 for the released ResNet20 and DenseNet40). The running
+            averages are what evaluation uses; after s steps a fraction ``bn_momentum**s`` of them
+            is still the initial (0, 1), so a short run needs a smaller momentum. Ignored by the
+            MLP, which has no BatchNorm.
 
     Raises:
-        ValueError: naming ``arch``, ``init`` or ``variant`` and listing the valid choices.
+        ValueError: naming ``arch``, ``init``, ``variant`` or ``bn_momentum``.
 
     Example:
         >>> model = build_model("resnet20", 10, "torch")
@@ -381,8 +388,14 @@ def build_model(arch: str, num_classes: int, init: str = "flax", variant: str = 
     _check_choice("init", init, INITS)
     _check_choice("variant", variant, VARIANTS)
     make_features, d, family = _ARCHS[arch]
+    layers = dict(_VARIANT_LAYERS[variant][family])
+    if bn_momentum is not None:
+        if not 0 <= bn_momentum < 1:
+            raise ValueError(f"bn_momentum must be in [0, 1), got {bn_momentum!r}")
+        if "bn_momentum" in layers:
+            layers["bn_momentum"] = bn_momentum
     return Classifier(
-        features=make_features(init_scheme=init, **_VARIANT_LAYERS[variant][family]),
+        features=make_features(init_scheme=init, **layers),
         num_classes=num_classes,
         kernel_init=get_kernel_init(init),
         bias_init=get_bias_init(init, d),

@@ -112,6 +112,12 @@ class TrainConfig:
         "before BatchNorm, BN momentum 0.9)",
         VARIANTS,
     )
+    bn_momentum: float | None = _option(
+        None,
+        "momentum of the BatchNorm running averages that evaluation uses (default: the variant's, "
+        "0.99 for the released ResNet20/DenseNet40; a run of s steps keeps a fraction bn_momentum**s "
+        "of the initial statistics, so short CPU runs need less)",
+    )
     lr: float = _option(0.01, "initial learning rate")
     epochs: int = _option(400, "number of epochs")
     batch_size: int = _option(120, "K·m samples per batch, a multiple of the number of classes")
@@ -178,6 +184,8 @@ class TrainConfig:
         if not isinstance(self.nesterov, bool) or not isinstance(self.kernel_metrics, bool):
             flags = f"{self.nesterov!r}, {self.kernel_metrics!r}"
             raise ConfigError(f"nesterov and kernel_metrics must be booleans, got {flags}")
+        if self.bn_momentum is not None and not (_is_real(self.bn_momentum) and 0 <= self.bn_momentum < 1):
+            raise ConfigError(f"bn_momentum must be a number in [0, 1) or None, got {self.bn_momentum!r}")
         if self.data_dir is not None and not (isinstance(self.data_dir, str) and self.data_dir):
             raise ConfigError(f"data_dir must be a non-empty path or None, got {self.data_dir!r}")
         if self.kernel_every is not None and self.kernel_every % self.eval_every:
@@ -253,9 +261,11 @@ class TrainConfig:
 
 
 @functools.cache
-def _build_model(arch: str, num_classes: int, init: str, variant: str = "released") -> Classifier:
+def _build_model(
+    arch: str, num_classes: int, init: str, variant: str = "released", bn_momentum: float | None = None
+) -> Classifier:
     # one module object per (arch, K, init, variant): jitted functions keyed on it are reused across runs
-    return build_model(arch, num_classes, init, variant)
+    return build_model(arch, num_classes, init, variant, bn_momentum=bn_momentum)
 
 
 class TrainState(train_state.TrainState):
@@ -616,7 +626,7 @@ def _train(
 ) -> RunResult:
     """The loop of :func:`train_and_evaluate` in a verified, locked run directory."""
     num_classes = dataset.num_classes
-    model = _build_model(config.arch, num_classes, config.init, config.variant)
+    model = _build_model(config.arch, num_classes, config.init, config.variant, config.bn_momentum)
     state = create_train_state(config, model, dataset.image_shape, steps)
     schedule = create_learning_rate_schedule(config, steps)
     lr = jnp.asarray(config.lr, jnp.float32)

@@ -326,3 +326,21 @@ def test_unknown_arch_init_and_variant():
     with pytest.raises(ValueError, match=r"variant 'paper'.*released, standard"):
         build_model("resnet20", 10, variant="paper")
     assert set(ARCHS) >= {"vgg11", "vgg16", "resnet20", "densenet40"}
+
+
+@pytest.mark.parametrize("arch", ["resnet20", "densenet40", "vgg11"])
+def test_bn_momentum_overrides_the_variants(arch):
+    assert build_model(arch, 3, "flax").features.bn_momentum == MOMENTUM[arch, "released"]
+    for variant in VARIANTS:
+        assert build_model(arch, 3, "flax", variant, bn_momentum=0.5).features.bn_momentum == 0.5
+
+
+def test_bn_momentum_is_checked_and_ignored_without_batchnorm():
+    from ntklib.train import ConfigError, TrainConfig
+
+    assert build_model("mlp", 3, bn_momentum=0.5).features == build_model("mlp", 3).features
+    for bad in (1.0, -0.1):
+        with pytest.raises(ValueError, match="bn_momentum"):
+            build_model("resnet20", 3, bn_momentum=bad)
+        with pytest.raises(ConfigError, match="bn_momentum"):
+            TrainConfig.tiny(bn_momentum=bad)
