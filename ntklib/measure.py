@@ -9,10 +9,17 @@ in it:
 - :func:`collapse_metrics`, NC1–NC4 (:mod:`ntklib.collapse`), jit-able and vmappable along a
   trajectory with ``num_classes`` given;
 - :class:`KernelStatistics` and :func:`kernel_statistics`, the exact block statistics of the NTK Θ
-  and of the feature kernel Θʰ (:mod:`ntklib.ntk`, :mod:`ntklib.kernel_stats`) and the invariant
-  metrics with the measured κ (:func:`ntklib.invariant.invariant_metrics`);
+  and of the feature kernel Θʰ (:mod:`ntklib.ntk`, :mod:`ntklib.kernel_stats`);
+- :func:`batch_kernel` and :func:`batch_invariant_metrics`, the invariant metrics of a whole batch
+  with the κ measured on a probe (:func:`ntklib.invariant.invariant_metrics`);
 - :func:`subsample_per_class`, a balanced probe batch;
 - :func:`measure_batch`, all of the above for one batch, as record columns.
+
+Which samples. As in the paper's released code, a record measures the epoch's last training batch
+(m samples of each class, ``batch_per_class``): NC1–NC4 and the invariant with its terms use all of
+it. The kernels Θ and Θʰ, whose cost grows with N², use a *probe*, the first ``probe_per_class``
+samples of every class of that batch (all of them by default, 4 for VGG); the invariant's K_κ is the
+block kernel of the whole batch built from the κ's measured on the probe.
 
 Example:
     >>> stats = kernel_statistics(model, variables, x, labels=[0, 0, 1, 1, 2, 2])  # doctest: +SKIP
@@ -47,6 +54,8 @@ __all__ = [
     "KernelStatistics",
     "statistics_from_ntk",
     "kernel_statistics",
+    "batch_kernel",
+    "batch_invariant_metrics",
     "subsample_per_class",
     "measure_batch",
 ]
@@ -72,18 +81,25 @@ def _kernel_columns(prefix: str, symbol: str, kernel: str) -> tuple[Column, ...]
     ref = "§3, Definition 3.1; ntklib.kernel_stats"
     parts = {"d": "diagonal (a sample with itself)", "c": "same class", "n": "different classes"}
     values = [
-        Column(f"{prefix}_{p}", f"{symbol}_{p}: mean of {kernel} over pairs of {what}", ref)
+        Column(f"{prefix}_{p}", f"{symbol}_{p}: mean of {kernel} over the probe's pairs of {what}", ref)
         for p, what in parts.items()
     ]
     eigen = [
         Column(
             f"{prefix}_lam0", f"λ_0 = {symbol}_d − {symbol}_c, eigenvalue of K_{symbol}, within-class", "§4.1, Table 1"
         ),
-        Column(f"{prefix}_lamc", f"λ_c, eigenvalue of K_{symbol} on the class means", "§4.1, Table 1"),
-        Column(f"{prefix}_lammax", f"λ_max, eigenvalue of K_{symbol} on the global mean", "§4.1, Table 1"),
+        Column(
+            f"{prefix}_lamc", f"λ_c, eigenvalue of K_{symbol} on the class means, m = probe_per_class", "§4.1, Table 1"
+        ),
+        Column(
+            f"{prefix}_lammax",
+            f"λ_max, eigenvalue of K_{symbol} on the global mean, m = probe_per_class",
+            "§4.1, Table 1",
+        ),
     ]
     per_class = [
-        Column(f"{prefix}_{p}_class{{k}}", f"{symbol}_{p} of class k alone ({what})", ref) for p, what in parts.items()
+        Column(f"{prefix}_{p}_class{{k}}", f"{symbol}_{p} of class k alone ({what}), on the probe", ref)
+        for p, what in parts.items()
     ]
     return (*values, *eigen, *per_class)
 
@@ -91,11 +107,13 @@ def _kernel_columns(prefix: str, symbol: str, kernel: str) -> tuple[Column, ...]
 def _pair_columns(suffix: str, kernel: str) -> tuple[Column, ...]:
     """Alignment, block fit and block norms of one kernel (``ntk``: Θ_cc, ``feat``: Θʰ_jj)."""
     return (
-        Column(f"align_{suffix}", f"label alignment A(Σ {kernel}, YᵀY)", "§3; chapter 02"),
+        Column(f"align_{suffix}", f"label alignment A(Σ {kernel}, YᵀY) on the probe", "§3; chapter 02"),
         Column(
-            f"block_fit_{suffix}", f"‖{kernel} − best block fit‖_F / ‖{kernel}‖_F", "§3, Definition 3.1; chapter 02"
+            f"block_fit_{suffix}",
+            f"‖{kernel} − best block fit‖_F / ‖{kernel}‖_F on the probe",
+            "§3, Definition 3.1; chapter 02",
         ),
-        Column(f"diag_norm_{suffix}", f"mean ‖{kernel}‖_F over the diagonal blocks", "§3, Assumption 3.2"),
+        Column(f"diag_norm_{suffix}", f"mean ‖{kernel}‖_F over the probe's diagonal blocks", "§3, Assumption 3.2"),
         Column(
             f"offdiag_norm_{suffix}", "mean ‖·‖_F over the off-diagonal blocks (when measured)", "§3, Assumption 3.2"
         ),
@@ -116,9 +134,25 @@ RUN_COLUMNS = (
     Column("test_accuracy", "accuracy on the test set (eval mode)", "§6, Figure 2"),
     Column("epoch_seconds", "wall time of the epoch", "ntklib.train"),
     Column("metrics_seconds", "wall time of the batch's metrics", "ntklib.train"),
+    Column(
+        "batch_per_class",
+        "samples per class of the measured batch (the epoch's last training batch): the NC and invariant columns "
+        "use all of them",
+        "§6; ntklib.measure",
+    ),
+    Column(
+        "probe_per_class",
+        "samples per class of the probe, the first of every class of the batch: the kernel columns "
+        "(gamma_*, kappa_*, align_*, block_fit_*, *_norm_ntk, *_norm_feat) use them (kernel records only)",
+        "§6; ntklib.measure",
+    ),
 )
 NC_COLUMNS = (
-    Column("nc1", "NC1, within-class std of the features, mean over features and classes", "§2.1, NC1; chapter 01"),
+    Column(
+        "nc1",
+        "NC1 (all NC columns: whole batch), within-class std of the features, mean over features and classes",
+        "§2.1, NC1; chapter 01",
+    ),
     Column("nc1_trace", "NC1, tr(Σ_W Σ_B⁺)/K", "§2.1, NC1; chapter 01"),
     Column("nc2", "NC2, distance of the class means to a simplex ETF", "§2.1, NC2; chapter 01"),
     Column("nc3", "NC3, distance between W and the centred class means", "§2.1, NC3; chapter 01"),
@@ -131,12 +165,16 @@ KERNEL_COLUMNS = (
     *_pair_columns("feat", "Θʰ_jj"),
 )
 INVARIANT_COLUMNS = (
-    Column("invariant_norm", "‖E‖_F, E = WᵀW − H K_κ⁻¹ Hᵀ (measured κ)", "§5.2, Theorem 5.1"),
-    Column("invariant_alignment", "cosine of WᵀW and H K_κ⁻¹ Hᵀ (1 when E = 0)", "§5.2; chapter 05"),
+    Column(
+        "invariant_norm",
+        "‖E‖_F, E = WᵀW − H K_κ⁻¹ Hᵀ, H of the whole batch, K_κ its block kernel with the probe's κ",
+        "§5.2, Theorem 5.1",
+    ),
+    Column("invariant_alignment", "cosine of WᵀW and H K_κ⁻¹ Hᵀ (1 when E = 0), whole batch", "§5.2; chapter 05"),
     Column("wtw_norm", "‖WᵀW‖_F", "§5.2"),
-    Column("mmt_norm", "‖M Mᵀ‖_F, class-mean term of E", "§5.2; chapter 05"),
-    Column("h2h2t_norm", "‖H₂ H₂ᵀ‖_F, within-class term of E", "§5.2; chapter 05"),
-    Column("mean_outer_norm", "‖h̄ h̄ᵀ‖_F, global-mean term of E", "§5.2; chapter 05"),
+    Column("mmt_norm", "‖M Mᵀ‖_F, class-mean term of E, class means of the whole batch", "§5.2; chapter 05"),
+    Column("h2h2t_norm", "‖H₂ H₂ᵀ‖_F, within-class term of E, whole batch", "§5.2; chapter 05"),
+    Column("mean_outer_norm", "‖h̄ h̄ᵀ‖_F, global-mean term of E, whole batch", "§5.2; chapter 05"),
 )
 COLUMNS: tuple[Column, ...] = (*RUN_COLUMNS, *NC_COLUMNS, *KERNEL_COLUMNS, *INVARIANT_COLUMNS)
 """Every column a record can have, each defined once."""
@@ -234,13 +272,11 @@ class KernelStatistics:
     """W (C, d)."""
     bias: np.ndarray
     """b (C,)."""
-    invariant: dict[str, float] | None = None
-    """:func:`ntklib.invariant.invariant_metrics` (W, H, κ) when κ is positive definite, else None."""
 
     def as_dict(self) -> dict[str, float]:
         """Flat scalars for a record: the kernel columns of :data:`COLUMNS` (the off-diagonal ones
-        only when measured) and the invariant columns when available."""
-        out: dict[str, float] = {}
+        only when measured) and ``probe_per_class``."""
+        out: dict[str, float] = {"probe_per_class": self.kappa.per_class}
         for name, bk, per_class in (
             ("gamma", self.gamma, self.gamma_per_class),
             ("kappa", self.kappa, self.kappa_per_class),
@@ -258,8 +294,6 @@ class KernelStatistics:
             if off is not None:
                 out[f"offdiag_norm_{suffix}"] = off
                 out[f"offdiag_ratio_{suffix}"] = off / out[f"diag_norm_{suffix}"]
-        if self.invariant is not None:
-            out.update(self.invariant)
         return {key: float(value) for key, value in out.items()}
 
 
@@ -283,11 +317,6 @@ def statistics_from_ntk(ntk: BlockNTK, labels: ArrayLike, weights: ArrayLike, bi
     kappa = kernel_stats.block_statistics(features, **sizes)
     diag_l, off_l = _block_norm_means(ntk.logits, ntk.logits_norms)
     diag_f, off_f = _block_norm_means(ntk.features, ntk.features_norms)
-    h = np.asarray(ntk.h).T  # (d, N)
-    w = np.asarray(weights)
-    invariant = None
-    if kappa.is_positive_definite():
-        invariant = invariant_metrics(jnp.asarray(w, h.dtype), jnp.asarray(h), kappa)
     return KernelStatistics(
         gamma=gamma,
         kappa=kappa,
@@ -301,10 +330,9 @@ def statistics_from_ntk(ntk: BlockNTK, labels: ArrayLike, weights: ArrayLike, bi
         offdiag_norm_ntk=off_l,
         diag_norm_feat=diag_f,
         offdiag_norm_feat=off_f,
-        features=h,
-        weights=w,
+        features=np.asarray(ntk.h).T,
+        weights=np.asarray(weights),
         bias=np.asarray(bias),
-        invariant=invariant,
     )
 
 
@@ -321,8 +349,8 @@ def kernel_statistics(
 
     Computes Θ_cc, Θʰ_jj and the off-diagonal blocks that ``offdiag`` asks for
     (:func:`ntklib.ntk.block_ntk`), then their exact block statistics, per-class values, label
-    alignments, block-fit errors, diagonal / off-diagonal norms, and the invariant metrics from the
-    measured κ.
+    alignments, block-fit errors and diagonal / off-diagonal norms. The invariant metrics, which
+    need the whole batch, are :func:`batch_invariant_metrics`.
 
     Args:
         model: a :class:`~ntklib.models.Classifier`.
@@ -343,6 +371,35 @@ def kernel_statistics(
     ntk = block_ntk(model, variables, x, offdiag=OffDiagonal(offdiag), chunk_size=chunk_size)
     head = variables["params"]["classifier"]
     return statistics_from_ntk(ntk, labels, np.asarray(head["kernel"]).T, np.asarray(head["bias"]))
+
+
+def batch_kernel(kappa: BlockKernel, labels: ArrayLike) -> BlockKernel:
+    """K_κ of a class-sorted balanced batch with ``labels`` (N,), from the κ's measured on a probe.
+
+    The block values (κ_d, κ_c, κ_n) are means over pairs, so they carry over from the probe (m' per
+    class) to the whole batch (m per class); the eigenvalues do not, λ_c = λ_0 + m(κ_c − κ_n) and
+    λ_max = λ_c + N κ_n depend on m.
+
+    Raises:
+        ValueError: naming ``labels`` for an unsorted or unbalanced batch, or ``num_classes`` when
+            it has not the probe's classes.
+    """
+    k, m = kernel_stats.balanced_batch_sizes(labels, num_classes=kappa.num_classes)
+    return dataclasses.replace(kappa, num_classes=k, per_class=m)
+
+
+def batch_invariant_metrics(
+    weights: ArrayLike, features: ArrayLike, labels: ArrayLike, kappa: BlockKernel
+) -> dict[str, float] | None:
+    """The invariant columns (:data:`INVARIANT_COLUMNS`) of a whole batch, as the paper's released code
+    measures them: H (d, N) of the whole class-sorted batch, W (K, d), and K_κ the block kernel of
+    that batch (:func:`batch_kernel`) with the κ's of a probe. None when that K_κ is not positive
+    definite (E is then undefined)."""
+    kernel = batch_kernel(kappa, labels)
+    if not kernel.is_positive_definite():
+        return None
+    h = jnp.asarray(features)
+    return invariant_metrics(jnp.asarray(weights, h.dtype), h, kernel)
 
 
 def subsample_per_class(images: np.ndarray | Array, labels: ArrayLike, per_class: int):
@@ -374,15 +431,26 @@ def measure_batch(
     chunk_size: int | None = None,
     offdiag: OffDiagonal | str = OffDiagonal.LOGITS,
 ) -> dict[str, float]:
-    """The NC columns and (with ``kernels``) the kernel and invariant columns of one class-sorted
-    balanced batch, all in eval mode. The kernels use the first ``per_class`` samples of every
-    class (None: the whole batch), ``chunk_size`` and ``offdiag`` as in :func:`kernel_statistics`."""
+    """The columns of one class-sorted balanced batch, all in eval mode.
+
+    - NC columns and ``batch_per_class``: the whole batch.
+    - With ``kernels``, the kernel columns and ``probe_per_class``: the probe, the first
+      ``per_class`` samples of every class (None: the whole batch), with ``chunk_size`` and
+      ``offdiag`` as in :func:`kernel_statistics`;
+    - and the invariant columns: the whole batch, with the probe's κ (:func:`batch_invariant_metrics`),
+      when its K_κ is positive definite.
+    """
+    _, m = kernel_stats.balanced_batch_sizes(labels)
     features = extract_features(model, variables, images)
     head = variables["params"]["classifier"]
-    values = {k: float(v) for k, v in collapse_metrics(head["kernel"].T, head["bias"], features, labels).items()}
+    weights = head["kernel"].T
+    values = {k: float(v) for k, v in collapse_metrics(weights, head["bias"], features, labels).items()}
+    values["batch_per_class"] = m
     if kernels:
+        probe_images, probe_labels = images, labels
         if per_class is not None:
-            images, labels = subsample_per_class(images, labels, per_class)
-        stats = kernel_statistics(model, variables, images, labels, chunk_size=chunk_size, offdiag=offdiag)
+            probe_images, probe_labels = subsample_per_class(images, labels, per_class)
+        stats = kernel_statistics(model, variables, probe_images, probe_labels, chunk_size=chunk_size, offdiag=offdiag)
         values.update(stats.as_dict())
+        values.update(batch_invariant_metrics(weights, features, labels, stats.kappa) or {})
     return values

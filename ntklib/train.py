@@ -142,8 +142,8 @@ class TrainConfig:
     )
     ntk_per_class: int | None = _option(
         None,
-        "samples per class of the last batch used for the NTK (default: 4 for VGG, whose "
-        "Jacobians are too large, else the whole batch)",
+        "samples per class of the last batch used for the NTK and the kernel columns (default: 4 for VGG, "
+        "whose Jacobians are too large, else the whole batch); the NC and invariant columns use the whole batch",
     )
     ntk_chunk_size: int | None = _option(
         None, "feature neurons per Jacobian chunk (default: 8 for VGG, all d at once otherwise)"

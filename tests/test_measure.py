@@ -11,6 +11,8 @@ import pytest
 
 import ntklib
 from ntklib import collapse, measure
+from ntklib.block_kernel import BlockKernel
+from ntklib.invariant import invariant_metrics
 from ntklib.models import build_model
 
 PACKAGE = Path(ntklib.__file__).parent
@@ -73,9 +75,97 @@ def test_measure_batch_gives_only_defined_columns():
     for key in values:
         measure.column(key)
     assert {"nc1", "gamma_d", "align_feat", "offdiag_ratio_ntk", "kappa_n_class2"} <= set(values)
-    assert set(measure.measure_batch(model, variables, x, labels, kernels=False)) == set(
-        measure.column_names(measure.NC_COLUMNS)
+    assert set(measure.measure_batch(model, variables, x, labels, kernels=False)) == {
+        *measure.column_names(measure.NC_COLUMNS),
+        "batch_per_class",
+    }
+
+
+def _dense_block_kernel(kappa, k, m):
+    """The (N, N) matrix with κ_d on the diagonal, κ_c within a class and κ_n across, by loops."""
+    n = k * m
+    out = np.empty((n, n))
+    for i in range(n):
+        for j in range(n):
+            out[i, j] = kappa.diag if i == j else kappa.same_class if i // m == j // m else kappa.other_class
+    return out
+
+
+@pytest.fixture(scope="module")
+def mlp_batch():
+    """An MLP and a class-sorted batch of 3 classes with 6 samples each, in float64."""
+    model = build_model("mlp", 3, "flax")
+    x = jax.random.normal(jax.random.key(0), (18, 8, 8, 1), jnp.float64)
+    labels = np.repeat(np.arange(3), 6)
+    return model, model.init(jax.random.key(1), x, train=False), x, labels
+
+
+def test_the_invariant_uses_the_whole_batch_with_the_probes_kappa(mlp_batch):
+    model, variables, x, labels = mlp_batch
+    values = measure.measure_batch(model, variables, x, labels, per_class=2)
+    assert values["batch_per_class"] == 6 and values["probe_per_class"] == 2
+    # κ from the probe: the first 2 samples of every class
+    x_probe, y_probe = measure.subsample_per_class(x, labels, 2)
+    kappa = measure.kernel_statistics(model, variables, x_probe, y_probe).kappa
+    assert (values["kappa_d"], values["kappa_c"], values["kappa_n"]) == (
+        kappa.diag,
+        kappa.same_class,
+        kappa.other_class,
     )
+    # E = WᵀW − H K_κ⁻¹ Hᵀ with H the whole batch and K_κ the dense (18, 18) block matrix of that κ
+    h = np.asarray(measure.extract_features(model, variables, x), np.float64)
+    w = np.asarray(variables["params"]["classifier"]["kernel"], np.float64).T
+    feature_term = h @ np.linalg.inv(_dense_block_kernel(kappa, 3, 6)) @ h.T
+    means = np.stack([h[:, labels == c].mean(axis=1) for c in range(3)], axis=1)
+    within = h - means[:, labels]
+    hbar = h.mean(axis=1)
+    expected = {
+        "invariant_norm": np.linalg.norm(w.T @ w - feature_term),
+        "invariant_alignment": np.sum(w.T @ w * feature_term) / np.linalg.norm(w.T @ w) / np.linalg.norm(feature_term),
+        "wtw_norm": np.linalg.norm(w.T @ w),
+        "mmt_norm": np.linalg.norm(means @ means.T),
+        "h2h2t_norm": np.linalg.norm(within @ within.T),
+        "mean_outer_norm": np.linalg.norm(np.outer(hbar, hbar)),
+    }
+    for key, value in expected.items():
+        np.testing.assert_allclose(values[key], value, rtol=1e-9, err_msg=key)
+    # the probe alone gives other terms: the records could not tell them apart without the counts
+    on_probe = measure.measure_batch(model, variables, x_probe, y_probe)
+    assert on_probe["batch_per_class"] == on_probe["probe_per_class"] == 2
+    assert not np.isclose(on_probe["h2h2t_norm"], values["h2h2t_norm"])
+
+
+def test_with_the_whole_batch_as_probe_the_invariant_is_that_of_the_measured_kernel(mlp_batch):
+    model, variables, x, labels = mlp_batch
+    values = measure.measure_batch(model, variables, x, labels)
+    assert values["batch_per_class"] == values["probe_per_class"] == 6
+    stats = measure.kernel_statistics(model, variables, x, labels)
+    expected = invariant_metrics(jnp.asarray(stats.weights), jnp.asarray(stats.features), stats.kappa)
+    for key, value in expected.items():  # features from the Jacobian pass vs a plain forward pass
+        np.testing.assert_allclose(values[key], value, rtol=1e-7, err_msg=key)
+    assert {k: v for k, v in measure.measure_batch(model, variables, x, labels, per_class=6).items()} == pytest.approx(
+        values
+    )
+
+
+def test_batch_kernel_keeps_the_block_values_and_rescales_the_eigenvalues():
+    kappa = BlockKernel(3.0, 1.0, 0.2, num_classes=3, per_class=2)
+    kernel = measure.batch_kernel(kappa, np.repeat(np.arange(3), 5))
+    assert (kernel.diag, kernel.same_class, kernel.other_class, kernel.per_class) == (3.0, 1.0, 0.2, 5)
+    assert kernel.eigenvalues().lamc == pytest.approx(2.0 + 5 * 0.8)
+    with pytest.raises(ValueError, match="labels"):
+        measure.batch_kernel(kappa, np.array([0, 1, 0, 1, 2, 2]))
+    with pytest.raises(ValueError, match="num_classes"):
+        measure.batch_kernel(kappa, np.repeat(np.arange(4), 2))
+
+
+def test_no_invariant_when_the_whole_batch_kernel_is_not_positive_definite():
+    # κ_n < 0: λ_max = λ_0 + m(κ_c + (K − 1)κ_n) = 2 − 0.2 m is 1.6 on 2 per class, −0.4 on 12
+    kappa = BlockKernel(3.0, 1.0, -0.6, num_classes=3, per_class=2)
+    assert kappa.is_positive_definite()
+    labels = np.repeat(np.arange(3), 12)
+    assert measure.batch_kernel(kappa, labels).eigenvalues().lammax == pytest.approx(-0.4)
+    assert measure.batch_invariant_metrics(np.ones((3, 4)), np.ones((4, 36)), labels, kappa) is None
 
 
 def _imports(module: Path) -> set[str]:

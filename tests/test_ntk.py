@@ -218,8 +218,8 @@ def test_kernel_statistics_consistent_with_kernels():
         ks.block_norms(ntk.features_norms)[1] / ks.block_norms(ntk.features_norms)[0], rel=1e-6
     )
     assert "offdiag_norm_ntk" not in kernel_statistics(model, variables, x, labels, offdiag="none").as_dict()
-    if stats.invariant is not None:
-        assert "invariant_norm" in record
+    assert record["probe_per_class"] == m
+    assert "invariant_norm" not in record  # the invariant needs the whole batch: ntklib.measure.measure_batch
 
 
 def test_bad_inputs_raise_naming_the_parameter():

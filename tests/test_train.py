@@ -174,6 +174,9 @@ def test_kernel_and_invariant_metrics_are_recorded(digits):
     ):
         assert np.isfinite(record[key]), key
     assert record["gamma_lam0"] == pytest.approx(record["gamma_d"] - record["gamma_c"])
+    assert record["batch_per_class"] == 4 and record["probe_per_class"] == 4  # batches of 40, 10 classes
+    short_probe = train_and_evaluate(config.replace(ntk_per_class=2), dataset=digits, progress=False).records[-1]
+    assert short_probe["batch_per_class"] == 4 and short_probe["probe_per_class"] == 2
     if record["kappa_lam0"] > 0 and record["kappa_lamc"] > 0 and record["kappa_lammax"] > 0:
         assert np.isfinite(record["invariant_norm"]) and 0 < record["mmt_norm"]
 
