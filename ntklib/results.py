@@ -432,11 +432,20 @@ def environment() -> dict[str, Any]:
     }
 
 
+LEGACY_COLUMNS = {
+    f"inv_{name}": name
+    for name in ("invariant_norm", "invariant_alignment", "wtw_norm", "mmt_norm", "h2h2t_norm", "mean_outer_norm")
+}
+"""Record keys of runs written before the record columns were defined in one place (up to commit
+3fb8765, e.g. the committed H200 sweep), and their names in :data:`ntklib.measure.COLUMNS`."""
+
+
 def load_runs(root: str | os.PathLike, *, unreadable: list[tuple[str, str]] | None = None):
     """Every run under ``root`` (any depth) as one tidy pandas DataFrame.
 
     Each row is one metrics record, joined with its run's config (``arch``, ``dataset``, ``init``,
-    ``lr``, ...), its final ``run_status`` and ``run_dir``. Runs without records are skipped, and so
+    ``lr``, ...), its final ``run_status`` and ``run_dir``; keys of older runs are renamed to
+    today's columns (:data:`LEGACY_COLUMNS`). Runs without records are skipped, and so
     are runs with a malformed file: each is appended to ``unreadable`` as ``(run_dir, reason)``
     when that list is given, else reported with :func:`warnings.warn`.
 
@@ -464,7 +473,7 @@ def load_runs(root: str | os.PathLike, *, unreadable: list[tuple[str, str]] | No
             continue
         if not records:
             continue
-        frame = pd.DataFrame.from_records(records)
+        frame = pd.DataFrame.from_records(records).rename(columns=LEGACY_COLUMNS)
         for key, value in config.items():
             if key not in frame.columns and not isinstance(value, (dict, list)):
                 frame[key] = value

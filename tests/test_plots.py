@@ -62,3 +62,16 @@ def test_invariant_against_collapse_uses_final_values_and_init_colours():
 def test_invariant_against_an_unknown_column_is_rejected():
     with pytest.raises(KeyError, match="nc9"):
         plots.plot_invariant_vs_collapse(_final_runs(), metric="nc9")
+
+
+def test_runs_written_before_the_column_rename_load_under_todays_names(tmp_path):
+    """The committed H200 sweep was written with ``inv_``-prefixed invariant keys."""
+    from ntklib import measure, results
+
+    run = tmp_path / "flax" / "lr_0.1"
+    results.RunDir(run).path.mkdir(parents=True)
+    results.write_json(run / results.CONFIG_FILE, {"config": {"init": "flax", "lr": 0.1}})
+    results.write_records(run, [{"epoch": 0, "status": "ok", "inv_invariant_norm": 2.0, "inv_mmt_norm": 3.0}])
+    df = results.load_runs(tmp_path)
+    assert df.loc[0, "invariant_norm"] == 2.0 and df.loc[0, "mmt_norm"] == 3.0
+    assert set(results.LEGACY_COLUMNS.values()) <= {c.name for c in measure.COLUMNS}
