@@ -126,21 +126,31 @@ def plot_training_curves(df, axes=None, *, nc1: str = "nc1"):
     return axes
 
 
-def plot_final_vs_lr(df, axes=None, *, nc1: str = "nc1"):
-    """Panes f–h: final NC1 (form ``nc1``), NC2, NC3 and test accuracy against the initial
-    learning rate."""
-    finals = _with_nc1_form(FINALS, nc1)
+def _final_panes(df, axes, specs, *, x: str, xlabel: str, connect: bool):
+    """One pane per ``(column, ylabel, title)`` of ``specs``: the final ``column`` of every finished
+    run against its final ``x``, one series per init (points joined by a line when ``connect``), log
+    scale for the NC metrics."""
     if axes is None:
-        _, axes = _pyplot().subplots(1, len(finals), figsize=(4 * len(finals), 3.2))
+        _, axes = _pyplot().subplots(1, len(specs), figsize=(4 * len(specs), 3.2))
     final = final_records(df)
     colors = init_colors(df["init"].unique())
-    for ax, (column, ylabel, title) in zip(axes, finals, strict=True):
+    for ax, (column, ylabel, title) in zip(axes, specs, strict=True):
         for init, frame in final.groupby("init"):
-            ax.plot(frame["lr"], frame[column], "o-", color=colors[init], label=init)
-        ax.set(xscale="log", xlabel="initial learning rate", ylabel=ylabel, title=title)
+            style = dict(marker="o", ls="-" if connect else "none", color=colors[init], label=init)
+            ax.plot(frame[x], frame[column], **style)
+        ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
         if column.startswith("nc") and not final.empty:
             ax.set_yscale("log")
         _legend(ax, title="init", fontsize="small")
+    return axes
+
+
+def plot_final_vs_lr(df, axes=None, *, nc1: str = "nc1"):
+    """Panes f–h: final NC1 (form ``nc1``), NC2, NC3 and test accuracy against the initial
+    learning rate."""
+    axes = _final_panes(df, axes, _with_nc1_form(FINALS, nc1), x="lr", xlabel="initial learning rate", connect=True)
+    for ax in axes:
+        ax.set_xscale("log")
     return axes
 
 
@@ -182,17 +192,8 @@ def plot_final_alignment(df, ax=None):
 def plot_final_vs_test_accuracy(df, axes=None, *, nc1: str = "nc1_trace"):
     """Final NC1 (form ``nc1``), NC2 and NC3 against the final test accuracy, one point per
     finished run, coloured by init: runs of comparable accuracy can end with different collapse."""
-    finals = _with_nc1_form(FINALS[:3], nc1)
-    if axes is None:
-        _, axes = _pyplot().subplots(1, len(finals), figsize=(4 * len(finals), 3.2))
-    final = final_records(df)
-    colors = init_colors(df["init"].unique())
-    for ax, (column, ylabel, title) in zip(axes, finals, strict=True):
-        for init, frame in final.groupby("init"):
-            ax.scatter(frame["test_accuracy"], frame[column], color=colors[init], label=init)
-        ax.set(xlabel="final test accuracy", ylabel=ylabel, title=f"{title} vs test accuracy", yscale="log")
-        _legend(ax, title="init", fontsize="small")
-    return axes
+    specs = [(column, ylabel, f"{title} vs test accuracy") for column, ylabel, title in _with_nc1_form(FINALS[:3], nc1)]
+    return _final_panes(df, axes, specs, x="test_accuracy", xlabel="final test accuracy", connect=False)
 
 
 def plot_invariant_vs_collapse(df, ax=None, *, metric: str = "nc2"):

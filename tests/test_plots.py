@@ -37,7 +37,7 @@ def test_final_metrics_against_test_accuracy_one_point_per_run():
     df = _final_runs()
     axes = plots.plot_final_vs_test_accuracy(df)
     final = plots.final_records(df)
-    points = np.concatenate([c.get_offsets() for c in axes[1].collections])  # NC2 pane
+    points = np.concatenate([line.get_xydata() for line in axes[1].get_lines()])  # NC2 pane
     expected = final[["test_accuracy", "nc2"]].to_numpy()
     np.testing.assert_allclose(points[np.lexsort(points.T[::-1])], expected[np.lexsort(expected.T[::-1])])
     assert "tr(Σ_W Σ_B⁺)/K" in axes[0].get_ylabel()
