@@ -15,6 +15,10 @@ A sweep over learning rates and inits (skips finished runs, continues past diver
     python -m ntklib.experiment sweep --arch resnet20 --dataset mnist --epochs 400 \\
         --num-lrs 30 --lr-min 1e-4 --lr-max 1.778 --inits flax torch normal_fan_out --out runs/resnet20_mnist
 
+The same sweep as Ray tasks, four runs to a GPU, on the cluster that ``ray start`` began::
+
+    python -m ntklib.experiment sweep ... --engine ray --address auto --gpus-per-run 0.25
+
 Figure 2 panes from a results directory::
 
     python -m ntklib.experiment plot runs/resnet20_mnist --out figures/resnet20_mnist.png
@@ -127,7 +131,27 @@ def sweep_command(args: argparse.Namespace) -> int:
     base = config_from_flags(args)
     check_out_dir(args.out)
     lrs = args.lrs or sweep.learning_rates(args.num_lrs, args.lr_min, args.lr_max, args.largest)
-    entries = sweep.run_sweep(base, lrs, args.inits, args.out, progress=args.progress)
+    check_engine_flags(args)
+    if args.engine == "ray":
+        from ntklib import ray_engine  # Ray is imported only for a Ray sweep
+
+        try:
+            ray_engine.import_ray()
+        except ray_engine.RayNotInstalledError as error:
+            raise UsageError(f"--engine ray: {error}") from None
+        entries = ray_engine.run_sweep_ray(
+            base,
+            lrs,
+            args.inits,
+            args.out,
+            address=args.address,
+            gpus_per_run=args.gpus_per_run,
+            cpus_per_run=args.cpus_per_run,
+            max_retries=args.max_retries,
+            progress=args.progress,
+        )
+    else:
+        entries = sweep.run_sweep(base, lrs, args.inits, args.out, progress=args.progress)
     for entry in entries:
         print(json.dumps(dataclasses.asdict(entry)))
     bad = [entry for entry in entries if entry.status not in sweep.SUCCESS]
@@ -135,6 +159,28 @@ def sweep_command(args: argparse.Namespace) -> int:
     if bad:
         print(f"sweep: {len(bad)} of {len(entries)} runs failed or were refused", file=sys.stderr)
     return 1 if bad else 0
+
+
+ENGINES = ("local", "ray")
+RAY_FLAGS = {"address": None, "gpus_per_run": None, "cpus_per_run": 1.0, "max_retries": 3}
+"""The flags of ``--engine ray`` and their defaults."""
+
+
+def check_engine_flags(args: argparse.Namespace) -> None:
+    """Ray flags only with ``--engine ray``; non-negative resources and retries; a GPU count
+    above 1 must be whole (Ray packs fractions onto one GPU only)."""
+    if args.engine != "ray":
+        given = [flag_name(name) for name, default in RAY_FLAGS.items() if getattr(args, name) != default]
+        if given:
+            raise UsageError(f"{given[0]}: needs --engine ray (the local engine runs one run at a time here)")
+        return
+    gpus = args.gpus_per_run
+    if gpus is not None and (gpus < 0 or (gpus > 1 and gpus != int(gpus))):
+        raise UsageError(f"--gpus-per-run: must be a fraction in [0, 1] or a whole number, got {gpus}")
+    if args.cpus_per_run <= 0:
+        raise UsageError(f"--cpus-per-run: must be > 0, got {args.cpus_per_run}")
+    if args.max_retries < 0:
+        raise UsageError(f"--max-retries: must be >= 0, got {args.max_retries}")
 
 
 def plot_path(out: str) -> Path:
@@ -191,6 +237,18 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--lr-min", type=float, default=sweep.PAPER_LR_MIN)
     grid.add_argument("--lr-max", type=float, default=sweep.PAPER_LR_MAX)
     grid.add_argument("--largest", type=int, help="keep only this many of the largest rates")
+    engine = grid.add_argument_group("engine", "where the runs execute (see ntklib.ray_engine)")
+    engine.add_argument(
+        "--engine", choices=ENGINES, default="local", help="local: one run after another; ray: one Ray task per run"
+    )
+    engine.add_argument("--address", help="Ray cluster to join ('auto': the one ray start began); default: a local one")
+    engine.add_argument(
+        "--gpus-per-run", type=float, help="GPUs per run; a fraction packs runs onto a GPU (default: 1 if any)"
+    )
+    engine.add_argument("--cpus-per-run", type=float, default=RAY_FLAGS["cpus_per_run"], help="CPUs per run")
+    engine.add_argument(
+        "--max-retries", type=int, default=RAY_FLAGS["max_retries"], help="reruns of a run whose worker died"
+    )
     grid.set_defaults(handler=sweep_command)
 
     figure = commands.add_parser("plot", help="Figure 2 panes", description=plots.__doc__, formatter_class=raw)

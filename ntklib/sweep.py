@@ -7,7 +7,9 @@ resumes from its checkpoint, and a run that diverges (NaN/inf loss, status "dive
 with an exception (status "failed", the message in ``status.json``) does not stop the others.
 A directory that holds another config's run, a corrupt checkpoint or an unreadable file is
 reported ("refused", with the reason) and left untouched. The command line is
-``python -m ntklib.experiment sweep`` (:mod:`ntklib.experiment`).
+``python -m ntklib.experiment sweep`` (:mod:`ntklib.experiment`); ``--engine ray`` runs the runs
+as Ray tasks (:mod:`ntklib.ray_engine`), with the same per-run logic (:func:`run_one`), layout and
+summary.
 """
 
 from __future__ import annotations
@@ -89,18 +91,30 @@ def run_sweep(
         return loaded["dataset"]
 
     entries = []
-    for init in inits:
-        for lr in lrs:
-            config = base.replace(init=init, lr=float(lr))
-            entry = _sweep_one(config, run_dir(root, init, lr), get_dataset, progress)
-            entries.append(entry)
-            if progress and not entry.skipped:
-                print(f"[sweep] {init} lr={lr!r}: {entry.status}", file=sys.stderr)
+    for config, out in sweep_runs(base, lrs, inits, root):
+        entry = run_one(config, out, get_dataset, progress)
+        entries.append(entry)
+        if progress and not entry.skipped:
+            print(f"[sweep] {config.init} lr={config.lr!r}: {entry.status}", file=sys.stderr)
     return entries
 
 
-def _sweep_one(config: TrainConfig, out: Path, get_dataset: Callable[[], Dataset], progress: bool) -> SweepEntry:
-    """One run of a sweep as a :class:`SweepEntry`."""
+def sweep_runs(
+    base: TrainConfig, lrs: Sequence[float], inits: Sequence[str], root: str | Path
+) -> list[tuple[TrainConfig, Path]]:
+    """The (config, run directory) of every run of a sweep, in the order of the summary table:
+    inits outer, learning rates inner."""
+    return [(base.replace(init=init, lr=float(lr)), run_dir(root, init, lr)) for init in inits for lr in lrs]
+
+
+def run_one(config: TrainConfig, out: Path, get_dataset: Callable[[], Dataset], progress: bool) -> SweepEntry:
+    """One run of a sweep as a :class:`SweepEntry`: verify ``out``, skip it when done, else train
+    (resuming from its checkpoint); a run that raises is "failed" with the reason, a directory that
+    cannot be used is "refused". Both engines call it (:mod:`ntklib.ray_engine` once per Ray task).
+
+    Raises:
+        ConfigError, DatasetNotPreparedError: the same for every run (from ``get_dataset`` or the config).
+    """
     entry = functools.partial(SweepEntry, config.init, config.lr, str(out))
     try:
         status = results.RunDir(out).verify(config.to_dict(), **run_identity(config))
