@@ -13,12 +13,14 @@ Three measurements, each selected by ``--part``:
   programs are the same. ``--gpu-shape`` uses ``bench/ntk_speed.py``'s GPU workload instead
   (N = 120, 32×32×3); add ``--compile-only`` on a CPU, where running it takes minutes and GBs.
 * ``sweep``: trains ``--tiny`` runs on the digits that differ only in learning rate and init, in
-  one process. For each run it counts XLA compilations, with JAX's
-  ``/jax/core/compile/backend_compile_duration`` event, and their seconds.
-* ``cache``: runs the same tiny CLI command twice, as two processes, with
-  ``JAX_COMPILATION_CACHE_DIR`` pointing at a fresh directory, and twice without it. It reports
-  the wall time of each, and, from JAX's ``JAX_LOG_COMPILES`` log, the number and seconds of
-  compilations (a cache hit counts as one, with its loading time) and the persistent cache hits.
+  one process. For each run it counts XLA compilations, with :class:`ntklib.compilation.CompileLog`
+  (JAX's ``/jax/core/compile/backend_compile_duration`` event), and their seconds.
+* ``cache``: runs the same tiny CLI command four times, each a fresh process: a first and a
+  second invocation with ``--no-compile-cache``, and a first (cold) and second (warm) one with
+  ``--compile-cache DIR`` on a fresh directory, alternated. It reports the wall time of each, and,
+  from JAX's ``JAX_LOG_COMPILES`` log, the number and seconds of compilations (a cache hit counts
+  as one, with its loading time) and the persistent cache hits, and the sum of the run's
+  ``compile_seconds`` column.
 
 Usage:
     python bench/compile_time.py --part ntk --chunk-sizes 16 8 --repeats 2   # ≈ 7 min on 2 busy CPU cores
@@ -33,6 +35,7 @@ from __future__ import annotations
 import argparse
 import collections
 import functools
+import json
 import os
 import platform
 import re
@@ -47,12 +50,12 @@ import numpy as np
 from jax import lax
 
 from ntklib import ntk as ntk_module
+from ntklib.compilation import CompileLog
 from ntklib.data import load_dataset
+from ntklib.measure import subsample_per_class
 from ntklib.models import build_model
-from ntklib.train import subsample_per_class
 
 _HIGHEST = lax.Precision.HIGHEST
-BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -163,22 +166,10 @@ def part_ntk(args) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-class CompileCounter:
-    """Counts XLA backend compilations (and their seconds) through jax.monitoring."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, float]] = []  # (function name, seconds)
-        jax.monitoring.register_event_duration_secs_listener(self._on_duration)
-
-    def _on_duration(self, event: str, duration: float, **kwargs) -> None:
-        if event == BACKEND_COMPILE_EVENT:
-            self.events.append((str(kwargs.get("fun_name", "?")), duration))
-
-
 def part_sweep(args) -> None:
     from ntklib.train import TrainConfig, train_and_evaluate
 
-    counter = CompileCounter()
+    counter = CompileLog().__enter__()  # for the whole process
     dataset = load_dataset("digits")
     print(
         f"workload: TrainConfig.tiny(arch={args.sweep_arch!r}, dataset='digits', epochs=2, ntk_per_class=2), "
@@ -222,31 +213,37 @@ def run_cli(cli: list[str], env: dict[str, str]) -> tuple[float, str]:
 
 
 def part_cache(args) -> None:
-    # Cache every entry, however small or quick; log every compilation (and cache hit) at WARNING.
-    base_env = {
-        **os.environ,
-        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
-        "JAX_LOG_COMPILES": "1",
-    }
+    # log every compilation (and persistent-cache load) at WARNING; the CLI's flags choose the cache
+    env = {**os.environ, "JAX_LOG_COMPILES": "1"}
+    env.pop("NTKLIB_COMPILE_CACHE", None)
     with tempfile.TemporaryDirectory() as tmp:
-        print(f"command: python -m ntklib.experiment {' '.join(args.cli)} --out <fresh dir>")
-        for label, cached in (("no cache", False), ("no cache", False), ("cache, cold", True), ("cache, warm", True)):
-            env = dict(base_env)
-            env.pop("JAX_COMPILATION_CACHE_DIR", None)
-            if cached:
-                env["JAX_COMPILATION_CACHE_DIR"] = os.path.join(tmp, "jax_cache")
+        cache_dir = os.path.join(tmp, "jax_cache")
+        print(f"command: python -m ntklib.experiment {' '.join(args.cli)} --out <fresh dir> [cache flag]")
+        print(
+            "| run | cache flag | wall s | XLA compilations | their seconds | persistent cache hits | compile_seconds |"
+        )
+        runs = (
+            ("first, no cache", False),
+            ("first, cache (cold)", True),
+            ("second, no cache", False),
+            ("second, cache (warm)", True),
+        )
+        for label, cached in runs:
+            flag = ["--compile-cache", cache_dir] if cached else ["--no-compile-cache"]
             out = tempfile.mkdtemp(dir=tmp)
-            wall, log = run_cli([*args.cli, "--out", out], env)
+            wall, log = run_cli([*args.cli, "--out", out, *flag], env)
             hits = len(re.findall(r"Persistent compilation cache hit", log))
-            compiles = re.findall(r"Finished XLA compilation of .* in ([0-9.]+) sec", log)
-            entries = f"{len(compiles)} XLA compilations or cache loads, {sum(map(float, compiles)):.1f} s"
-            if cached:
-                cache_dir = env["JAX_COMPILATION_CACHE_DIR"]
-                files = [f for f in os.listdir(cache_dir)] if os.path.isdir(cache_dir) else []
-                size = sum(os.path.getsize(os.path.join(cache_dir, f)) for f in files)
-                entries += f"; {hits} persistent cache hits; cache dir {len(files)} files, {size / 2**20:.1f} MiB"
-            print(f"{label:12s} wall {wall:6.2f} s  {entries}")
+            compiles = [float(x) for x in re.findall(r"Finished XLA compilation of .* in ([0-9.]+) sec", log)]
+            records = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
+            recorded = sum(r.get("compile_seconds") or 0.0 for r in records)
+            shown = " ".join(flag[:1]) + (" DIR" if cached else "")
+            print(
+                f"| {label} | `{shown}` | {wall:.2f} | {len(compiles)} | {sum(compiles):.1f} | "
+                f"{hits if cached else '–'} | {recorded:.1f} |"
+            )
+        files = os.listdir(cache_dir)
+        size = sum(os.path.getsize(os.path.join(cache_dir, f)) for f in files)
+        print(f"cache dir after the runs: {len(files)} files, {size / 2**20:.1f} MiB")
 
 
 def main(argv=None) -> None:

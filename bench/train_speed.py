@@ -86,9 +86,9 @@ def bench_arch(
     config = TrainConfig(
         arch=arch, dataset="synthetic", batch_size=120, kernel_metrics=kernel_metrics, ntk_per_class=ntk_per_class
     )
-    model = _build_model(arch, 10, "flax")
+    model = _build_model(arch, 10)
     full_steps = steps_per_epoch(dataset.train_labels, batch_size=120, num_classes=10)
-    state = create_train_state(config, model, dataset.image_shape, full_steps)
+    state = create_train_state(config, 10, dataset.image_shape, full_steps)
     images = jnp.asarray(dataset.train_images)
     labels = jnp.asarray(dataset.train_labels)
     lr = jnp.asarray(1e-3, jnp.float32)

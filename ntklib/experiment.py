@@ -26,6 +26,11 @@ Figure 2 panes from a results directory::
 ``--tiny`` starts from :meth:`ntklib.train.TrainConfig.tiny` (seconds on a CPU) instead of the
 paper's protocol; every other flag overrides the chosen base.
 
+``run`` and ``sweep`` keep JAX's persistent compilation cache (:mod:`ntklib.compilation`), so a
+second process loads the programs the first compiled: in ``--compile-cache DIR``, else in
+``$NTKLIB_COMPILE_CACHE`` (``off`` switches it off), else in ``$XDG_CACHE_HOME/ntklib/jax``
+(``~/.cache/ntklib/jax``). ``--no-compile-cache`` neither reads nor writes it.
+
 Exit codes: 0 done (a sweep whose runs all finished or diverged); 1 a sweep with a failed or
 refused run (a summary table goes to stderr), or an unexpected error (with its traceback); 2 a
 user error — an invalid flag value, a config that does not fit the dataset, an unprepared dataset,
@@ -44,7 +49,7 @@ import typing
 from collections.abc import Sequence
 from pathlib import Path
 
-from ntklib import plots, results, sweep
+from ntklib import compilation, plots, results, sweep
 from ntklib.data import DatasetNotPreparedError
 from ntklib.models import INITS, PAPER_INITS
 from ntklib.train import ConfigError, TrainConfig, train_and_evaluate
@@ -216,6 +221,32 @@ def plot_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_cache_flags(parser: argparse.ArgumentParser) -> None:
+    """``--compile-cache DIR`` and ``--no-compile-cache``: JAX's persistent compilation cache."""
+    cache = parser.add_mutually_exclusive_group()
+    default = compilation.default_cache_dir()
+    cache.add_argument(
+        "--compile-cache",
+        metavar="DIR",
+        help=f"persistent compilation cache directory (default: ${compilation.CACHE_ENV}, else {default})",
+    )
+    cache.add_argument(
+        "--no-compile-cache", dest="use_compile_cache", action="store_false", help="no persistent compilation cache"
+    )
+
+
+def apply_cache_flags(args: argparse.Namespace) -> None:
+    """Enable the persistent compilation cache that the flags (or their defaults) name."""
+    if not hasattr(args, "use_compile_cache"):
+        return
+    try:
+        directory = compilation.resolve_cache_dir(args.compile_cache, enabled=args.use_compile_cache)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    if directory is not None:
+        compilation.enable_persistent_cache(directory)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser with the subcommands ``run``, ``sweep`` and ``plot``."""
     raw = argparse.RawDescriptionHelpFormatter
@@ -226,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(run)
     run.add_argument("--out", required=True, help="run directory (resumed if it holds a checkpoint)")
     run.add_argument("--max-epochs-this-call", type=int, help="stop after this many epochs (resumable)")
+    add_cache_flags(run)
     run.set_defaults(handler=run_command)
 
     grid = commands.add_parser("sweep", help="learning rates × inits", description=sweep.__doc__)
@@ -237,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--lr-min", type=float, default=sweep.PAPER_LR_MIN)
     grid.add_argument("--lr-max", type=float, default=sweep.PAPER_LR_MAX)
     grid.add_argument("--largest", type=int, help="keep only this many of the largest rates")
+    add_cache_flags(grid)
     engine = grid.add_argument_group("engine", "where the runs execute (see ntklib.ray_engine)")
     engine.add_argument(
         "--engine", choices=ENGINES, default="local", help="local: one run after another; ray: one Ray task per run"
@@ -268,6 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        apply_cache_flags(args)
         return args.handler(args)
     except USER_ERRORS as error:
         message = str(error).replace("\n", " ")

@@ -135,6 +135,12 @@ RUN_COLUMNS = (
     Column("epoch_seconds", "wall time of the epoch", "ntklib.train"),
     Column("metrics_seconds", "wall time of the batch's metrics", "ntklib.train"),
     Column(
+        "compile_seconds",
+        "seconds of XLA compilation (or loading from the persistent cache) in this process since the previous "
+        "record: the first record's include the initialisation, evaluation and NTK programs",
+        "ntklib.compilation",
+    ),
+    Column(
         "batch_per_class",
         "samples per class of the measured batch (the epoch's last training batch): the NC and invariant columns "
         "use all of them",

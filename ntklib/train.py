@@ -18,7 +18,9 @@ train loss/accuracy (train mode, as the steps saw them), test loss/accuracy on t
 (eval mode), and what :func:`ntklib.measure.measure_batch` measures on the last training batch —
 NC1–NC4 and, with ``kernel_metrics``, the exact NTK statistics and the invariant metrics (at every
 record, or only every ``kernel_every`` epochs when the kernels cost more than training). The
-columns are defined in :data:`ntklib.measure.COLUMNS`.
+columns are defined in :data:`ntklib.measure.COLUMNS`; ``compile_seconds`` is the XLA compile time
+since the previous record (:class:`ntklib.compilation.CompileLog`). Runs that differ only in lr or
+init share their compiled train step, evaluation and NTK (:func:`_build_model`).
 
 Runs write to a :class:`ntklib.results.RunDir`, checkpoint at every evaluation and resume when
 restarted with the same directory; a NaN/inf loss ends the run with status ``"diverged"``.
@@ -46,6 +48,7 @@ from flax.training import train_state
 from tqdm import tqdm  # the text bar: tqdm.auto needs ipywidgets in notebooks and warns without it
 
 from ntklib import measure
+from ntklib.compilation import CompileLog
 from ntklib.data import (
     DATASETS,
     Dataset,
@@ -260,12 +263,22 @@ class TrainConfig:
         return self.image_size if self.image_size is not None else default_image_size(self.arch, self.dataset)
 
 
+APPLY_INIT = "flax"
+"""The ``init`` of the module that trains, evaluates and measures (:func:`_build_model`). An
+initialiser runs only in ``Module.init``; the layers' shapes and biases do not depend on it, so the
+programs that apply a model are the same for every init."""
+
+
 @functools.cache
 def _build_model(
-    arch: str, num_classes: int, init: str, variant: str = "released", bn_momentum: float | None = None
+    arch: str, num_classes: int, variant: str = "released", bn_momentum: float | None = None
 ) -> Classifier:
-    # one module object per (arch, K, init, variant): jitted functions keyed on it are reused across runs
-    return build_model(arch, num_classes, init, variant, bn_momentum=bn_momentum)
+    """The module of every program that *applies* the model: the train step, the evaluation and
+    the NTK. One object per (arch, K, variant, bn_momentum), built with :data:`APPLY_INIT`: the
+    jitted functions are keyed on it (through ``TrainState.apply_fn`` and
+    :func:`ntklib.ntk.block_ntk_fn`'s cache), so runs that differ in init or lr share their
+    compiled code. The init only sets the initial values (:func:`_init_fn`)."""
+    return build_model(arch, num_classes, APPLY_INIT, variant, bn_momentum=bn_momentum)
 
 
 class TrainState(train_state.TrainState):
@@ -342,10 +355,13 @@ def compute_loss(logits: jax.Array, labels: jax.Array, loss: str = "mse") -> jax
 
 
 def create_train_state(
-    config: TrainConfig, model: Classifier, input_shape: tuple[int, ...], steps_per_epoch: int
+    config: TrainConfig, num_classes: int, input_shape: tuple[int, ...], steps_per_epoch: int
 ) -> TrainState:
-    """Initialise parameters (key ``seed``), BatchNorm statistics and the optimiser."""
-    variables = _init_fn(model, tuple(input_shape))(jax.random.key(config.seed))
+    """Initialise parameters (initialisation ``config.init``, key ``seed``), BatchNorm statistics
+    and the optimiser. ``apply_fn`` is the shared module of :func:`_build_model`, whatever the init."""
+    model = _build_model(config.arch, num_classes, config.variant, config.bn_momentum)
+    init = _init_fn(config.arch, num_classes, config.init, config.variant, config.bn_momentum, tuple(input_shape))
+    variables = init(jax.random.key(config.seed))
     state = TrainState.create(
         apply_fn=model.apply,
         params=variables["params"],
@@ -358,7 +374,12 @@ def create_train_state(
 
 
 @functools.cache
-def _init_fn(model: Classifier, input_shape: tuple[int, ...]) -> Callable:
+def _init_fn(
+    arch: str, num_classes: int, init: str, variant: str, bn_momentum: float | None, input_shape: tuple[int, ...]
+) -> Callable:
+    """``key -> variables`` of ``build_model(arch, num_classes, init, ...)``, jitted: the one
+    program that depends on the init. Its parameter tree is that of :func:`_build_model`'s module."""
+    model = build_model(arch, num_classes, init, variant, bn_momentum=bn_momentum)
     x = jnp.zeros((2, *input_shape), jnp.float32)
     return jax.jit(lambda key: model.init(key, x, train=False))
 
@@ -609,7 +630,8 @@ def train_and_evaluate(
         if status in ("finished", "diverged"):  # another process finished it meanwhile
             return RunResult(run.read_records(), status, skipped=True)
         try:
-            return _train(config, run, dataset, steps, max_epochs_this_call, progress, on_epoch)
+            with CompileLog() as compiles:
+                return _train(config, run, dataset, steps, max_epochs_this_call, progress, on_epoch, compiles)
         except Exception as error:
             _record_failure(run, error)
             raise
@@ -623,11 +645,13 @@ def _train(
     max_epochs_this_call: int | None,
     progress: bool,
     on_epoch: EpochCallback | None,
+    compiles: CompileLog,
 ) -> RunResult:
-    """The loop of :func:`train_and_evaluate` in a verified, locked run directory."""
+    """The loop of :func:`train_and_evaluate` in a verified, locked run directory; every record's
+    ``compile_seconds`` are those of ``compiles`` since the previous record."""
     num_classes = dataset.num_classes
-    model = _build_model(config.arch, num_classes, config.init, config.variant, config.bn_momentum)
-    state = create_train_state(config, model, dataset.image_shape, steps)
+    model = _build_model(config.arch, num_classes, config.variant, config.bn_momentum)
+    state = create_train_state(config, num_classes, dataset.image_shape, steps)
     schedule = create_learning_rate_schedule(config, steps)
     lr = jnp.asarray(config.lr, jnp.float32)
 
@@ -672,6 +696,7 @@ def _train(
             )
         )
         rec["metrics_seconds"] = time.perf_counter() - t0
+        rec["compile_seconds"] = compiles.take_seconds()
         return json_safe(rec)
 
     restored = run.load_checkpoint(_checkpoint_target(state))
@@ -709,6 +734,7 @@ def _train(
                     "status": "diverged",
                     "train_loss": None,
                     "epoch_seconds": seconds,
+                    "compile_seconds": compiles.take_seconds(),
                 }
             )
             run.write_records(records)

@@ -3,9 +3,16 @@
 Tests of float32 code paths pass float32 arrays explicitly; enabling x64 does not change the
 dtype of float32 inputs. ``jax_numpy_rank_promotion="raise"`` makes an operation between arrays of
 different ranks an error instead of a broadcast, so that a shape slip cannot pass unnoticed.
+The command line's persistent compilation cache is off (``NTKLIB_COMPILE_CACHE=off``).
 """
 
+import os
+
 import jax
+
+# the command line's persistent compilation cache stays off in tests that call it in-process
+# (tests/test_compilation.py turns it on explicitly, in subprocesses)
+os.environ["NTKLIB_COMPILE_CACHE"] = "off"
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")

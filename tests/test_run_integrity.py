@@ -25,7 +25,7 @@ from ntklib import experiment, results
 from ntklib.sweep import run_dir
 
 ROOT = Path(__file__).resolve().parents[1]
-TIMING = ("epoch_seconds", "metrics_seconds")
+TIMING = ("epoch_seconds", "metrics_seconds", "compile_seconds")
 BASE = ["--tiny", "--no-kernel-metrics", "--no-progress", "--epochs", "24", "--eval-every", "4"]
 """The tiny digits MLP (lr 0.05, init flax): 24 epochs, a record every 4 — a few seconds."""
 

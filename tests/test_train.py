@@ -18,7 +18,7 @@ from ntklib.train import (
     train_and_evaluate,
 )
 
-TIMING = ("epoch_seconds", "metrics_seconds")
+TIMING = ("epoch_seconds", "metrics_seconds", "compile_seconds")
 
 
 @pytest.fixture(scope="module")
