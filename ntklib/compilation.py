@@ -24,7 +24,7 @@ BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 """JAX's monitoring event of one XLA compilation (or persistent-cache load); ``fun_name`` names the program."""
 
 CACHE_ENV = "NTKLIB_COMPILE_CACHE"
-"""Environment variable of the command line's default cache: a directory, or ``off``."""
+"""The environment variable that sets the command line's default cache (a directory, or ``off``)."""
 
 OFF = "off"
 

@@ -60,7 +60,7 @@ class UsageError(Exception):
 
 
 USER_ERRORS = (UsageError, ConfigError, results.RunError, DatasetNotPreparedError)
-"""Errors the user can act on: one line on stderr and exit code 2, no traceback."""
+"""The errors a user can act on, each reported as one line on stderr with exit code 2, no traceback."""
 
 SUBCOMMANDS = ("run", "sweep", "plot")
 SWEPT_FIELDS = ("init", "lr")

@@ -29,10 +29,10 @@ UBYTE = 0x08
 """Element type code of unsigned bytes."""
 
 LABELS_MAGIC = 0x00000801
-"""Magic number of a 1-d unsigned-byte file (labels): 2049."""
+"""The magic number 2049 of a 1-d unsigned-byte file (the labels)."""
 
 IMAGES_MAGIC = 0x00000803
-"""Magic number of a 3-d unsigned-byte file (images): 2051."""
+"""The magic number 2051 of a 3-d unsigned-byte file (the images)."""
 
 
 class IdxError(ValueError):

@@ -136,7 +136,7 @@ def _cosine(a: Array, b: Array) -> Array:
 
 
 def invariant_metrics(weights: Array, features: Array, kernel: BlockKernel) -> dict[str, float]:
-    """The invariant columns of a record (:data:`ntklib.measure.INVARIANT_COLUMNS`, §5.2), from measured κ.
+    """The invariant columns of a record (``ntklib.measure.INVARIANT_COLUMNS``, §5.2), from measured κ.
 
     Returns:
         ``invariant_norm`` ‖E‖_F; ``invariant_alignment`` ⟨WᵀW, HK⁻¹Hᵀ⟩/(‖WᵀW‖‖HK⁻¹Hᵀ‖), which is 1

@@ -73,7 +73,7 @@ class Column:
     name: str
     meaning: str
     reference: str
-    """Where the quantity is defined: the paper's section or equation, or a book chapter."""
+    """Where the quantity is defined (the paper's section or equation, or a book chapter)."""
 
 
 def _kernel_columns(prefix: str, symbol: str, kernel: str) -> tuple[Column, ...]:
@@ -397,7 +397,7 @@ def batch_kernel(kappa: BlockKernel, labels: ArrayLike) -> BlockKernel:
 def batch_invariant_metrics(
     weights: ArrayLike, features: ArrayLike, labels: ArrayLike, kappa: BlockKernel
 ) -> dict[str, float] | None:
-    """The invariant columns (:data:`INVARIANT_COLUMNS`) of a whole batch, as the paper's released code
+    """The invariant columns (``INVARIANT_COLUMNS``) of a whole batch, as the paper's released code
     measures them: H (d, N) of the whole class-sorted batch, W (K, d), and K_κ the block kernel of
     that batch (:func:`batch_kernel`) with the κ's of a probe. None when that K_κ is not positive
     definite (E is then undefined)."""

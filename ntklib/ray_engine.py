@@ -37,7 +37,7 @@ GPU_MEMORY_SHARE = 0.9
 """Of a GPU's memory, the share that the runs packed onto it divide among themselves."""
 
 STOPS_THE_SWEEP = (ConfigError, DatasetNotPreparedError)
-"""Errors of a task that are the same for every run: the sweep stops and raises them."""
+"""The errors of a task that would be the same for every run, so the sweep stops and raises them."""
 
 
 class RayNotInstalledError(ImportError):

@@ -45,7 +45,7 @@ STATUS_FILE = "status.json"
 CHECKPOINT_FILE = "checkpoint.msgpack"
 LOCK_FILE = ".lock"
 CHECKPOINT_FORMAT = "ntklib-checkpoint-1"
-"""Tag of the checkpoint container: {format, config_hash, config, epoch, sha256, payload}."""
+"""The tag of the checkpoint container, which holds format, config_hash, config, epoch, sha256 and payload."""
 
 
 class RunError(ValueError):
@@ -447,7 +447,7 @@ def load_runs(root: str | os.PathLike, *, unreadable: list[tuple[str, str]] | No
     ``lr``, ...), its final ``run_status`` and ``run_dir``; keys of older runs are renamed to
     today's columns (:data:`LEGACY_COLUMNS`). Runs without records are skipped, and so
     are runs with a malformed file: each is appended to ``unreadable`` as ``(run_dir, reason)``
-    when that list is given, else reported with :func:`warnings.warn`.
+    when that list is given, else reported with ``warnings.warn``.
 
     Raises:
         FileNotFoundError: when ``root`` does not exist.

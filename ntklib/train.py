@@ -20,7 +20,7 @@ NC1–NC4 and, with ``kernel_metrics``, the exact NTK statistics and the invaria
 record, or only every ``kernel_every`` epochs when the kernels cost more than training). The
 columns are defined in :data:`ntklib.measure.COLUMNS`; ``compile_seconds`` is the XLA compile time
 since the previous record (:class:`ntklib.compilation.CompileLog`). Runs that differ only in lr or
-init share their compiled train step, evaluation and NTK (:func:`_build_model`).
+init share their compiled train step, evaluation and NTK (``_build_model``).
 
 Runs write to a :class:`ntklib.results.RunDir`, checkpoint at every evaluation and resume when
 restarted with the same directory; a NaN/inf loss ends the run with status ``"diverged"``.
@@ -264,7 +264,7 @@ class TrainConfig:
 
 
 APPLY_INIT = "flax"
-"""The ``init`` of the module that trains, evaluates and measures (:func:`_build_model`). An
+"""The ``init`` of the module that trains, evaluates and measures (``_build_model``). An
 initialiser runs only in ``Module.init``; the layers' shapes and biases do not depend on it, so the
 programs that apply a model are the same for every init."""
 
@@ -358,7 +358,7 @@ def create_train_state(
     config: TrainConfig, num_classes: int, input_shape: tuple[int, ...], steps_per_epoch: int
 ) -> TrainState:
     """Initialise parameters (initialisation ``config.init``, key ``seed``), BatchNorm statistics
-    and the optimiser. ``apply_fn`` is the shared module of :func:`_build_model`, whatever the init."""
+    and the optimiser. ``apply_fn`` is the shared module of ``_build_model``, whatever the init."""
     model = _build_model(config.arch, num_classes, config.variant, config.bn_momentum)
     init = _init_fn(config.arch, num_classes, config.init, config.variant, config.bn_momentum, tuple(input_shape))
     variables = init(jax.random.key(config.seed))
@@ -378,7 +378,7 @@ def _init_fn(
     arch: str, num_classes: int, init: str, variant: str, bn_momentum: float | None, input_shape: tuple[int, ...]
 ) -> Callable:
     """``key -> variables`` of ``build_model(arch, num_classes, init, ...)``, jitted: the one
-    program that depends on the init. Its parameter tree is that of :func:`_build_model`'s module."""
+    program that depends on the init. Its parameter tree is that of ``_build_model``'s module."""
     model = build_model(arch, num_classes, init, variant, bn_momentum=bn_momentum)
     x = jnp.zeros((2, *input_shape), jnp.float32)
     return jax.jit(lambda key: model.init(key, x, train=False))
