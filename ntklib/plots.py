@@ -50,6 +50,35 @@ for _form in NC1_FORMS:
     measure.column(_form)
 
 
+BOOK_DPI = 100
+"""Resolution of the book's figures: at 100 dpi a figure of width w inches is 100·w pixels."""
+BOOK_WIDTH_IN = 7.2
+"""Widest figure of the book, inches: at BOOK_DPI it fits the page's content column (about 750 px in
+a 1280 px window) without being scaled down, so text keeps the size set below."""
+MIN_FONT_PT = 10.0
+"""Smallest text of the book style (tick labels, legends), points at BOOK_DPI: about 10 pt on the page."""
+BOOK_STYLE = {
+    "figure.dpi": BOOK_DPI,
+    "savefig.dpi": BOOK_DPI,
+    "figure.figsize": (BOOK_WIDTH_IN, 3.6),
+    "figure.constrained_layout.use": True,
+    "font.size": 11.0,
+    "axes.titlesize": 11.0,
+    "axes.labelsize": 11.0,
+    "xtick.labelsize": MIN_FONT_PT,
+    "ytick.labelsize": MIN_FONT_PT,
+    "legend.fontsize": MIN_FONT_PT,
+    "legend.title_fontsize": MIN_FONT_PT,
+}
+"""matplotlib rcParams of every figure in the book (:func:`use_book_style`)."""
+
+
+def use_book_style() -> None:
+    """Set :data:`BOOK_STYLE`: figures at most :data:`BOOK_WIDTH_IN` wide, text at least
+    :data:`MIN_FONT_PT`. Figures with more than three panes should use more rows, not more width."""
+    _pyplot().rcParams.update(BOOK_STYLE)
+
+
 def _pyplot():
     import matplotlib.pyplot as plt
 
@@ -112,7 +141,7 @@ def plot_metric_over_epochs(
     ax.set(xlabel="epoch", ylabel=ylabel or column, title=title or column)
     if seen and (column.startswith("nc") if log_y is None else log_y):
         ax.set_yscale("log")
-    _legend(ax, title="init", fontsize="small")
+    _legend(ax, title="init")
     return ax
 
 
@@ -141,7 +170,7 @@ def _final_panes(df, axes, specs, *, x: str, xlabel: str, connect: bool):
         ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
         if column.startswith("nc") and not final.empty:
             ax.set_yscale("log")
-        _legend(ax, title="init", fontsize="small")
+        _legend(ax, title="init")
     return axes
 
 
@@ -169,7 +198,7 @@ def _plot_final_series(df, ax, series, styles, *, ylabel: str, title: str, log_y
     ax.set(xscale="log", xlabel="initial learning rate", ylabel=ylabel, title=title)
     if log_y:
         ax.set_yscale("log")
-    _legend(ax, fontsize="x-small")
+    _legend(ax)
     return ax
 
 
@@ -207,7 +236,7 @@ def plot_invariant_vs_collapse(df, ax=None, *, metric: str = "nc2"):
     for init, frame in final.groupby("init"):
         ax.scatter(frame["invariant_norm"], frame[metric], color=colors[init], label=init)
     ax.set(xscale="log", xlabel="final invariant norm ‖E‖_F", ylabel=f"final {metric}", title=f"‖E‖ vs {metric}")
-    _legend(ax, title="init", fontsize="small")
+    _legend(ax, title="init")
     return ax
 
 
