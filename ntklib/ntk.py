@@ -223,13 +223,13 @@ class ChunkLoop(str, enum.Enum):
     """How :func:`block_ntk_fn` loops over the neuron chunks of the feature Jacobian."""
 
     AUTO = "auto"
-    """Unrolled on the CPU, rolled on accelerators (GPU, TPU): see :func:`resolve_loop`."""
+    """Unrolled on the CPU and rolled on accelerators (GPU, TPU), as :func:`resolve_loop` decides."""
     UNROLLED = "unrolled"
-    """A Python loop: one copy of the chunk's program per chunk. Runs fastest on XLA:CPU; its
+    """A Python loop, with one copy of the chunk's program per chunk. Runs fastest on XLA:CPU; its
     compile time grows with the number of chunks."""
     ROLLED = "rolled"
-    """One ``lax.scan`` over the chunks: one copy of the chunk's program, so the compile time does
-    not grow with the number of chunks."""
+    """One ``lax.scan`` over the chunks, with a single copy of the chunk's program, so the compile
+    time does not grow with the number of chunks."""
 
     @classmethod
     def _missing_(cls, value: object) -> ChunkLoop:
