@@ -16,6 +16,10 @@ Resources: ``cpus_per_run`` and ``gpus_per_run`` (a fraction packs several runs 
 then gets that fraction of the GPU's memory) are the Ray resources of each task. Every worker must
 see the run directories at the same path: on a cluster, ``root`` lives on a shared file system.
 
+Compilation: with ``compile_cache`` (the command line passes its ``--compile-cache`` directory),
+every task enables JAX's persistent compilation cache there in its worker process, so workers, and
+a worker that Ray starts again after a fault, load the programs another one compiled.
+
 Ray is imported only here, and only when a Ray sweep starts: ``import ntklib`` does not pay for it.
 """
 

@@ -53,22 +53,26 @@ def inject_fault():
     train._train = failing
 
 
-@pytest.fixture(scope="module", autouse=True)
-def cluster(tmp_path_factory):
-    """One local Ray cluster (2 CPUs) for the module; shut down at its end.
-
-    The module's sweeps share one persistent compilation cache (``$NTKLIB_COMPILE_CACHE``, which
-    the command line passes on to the Ray tasks): a worker that Ray starts again after a kill
-    loads the programs its predecessors compiled instead of compiling them again. At the end this
-    process returns to its own cache setting."""
-    before, env_before = jax.config.jax_compilation_cache_dir, os.environ.get(compilation.CACHE_ENV)
-    os.environ[compilation.CACHE_ENV] = str(tmp_path_factory.mktemp("jax_cache"))
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the hook, by value: workers cannot import tests
-    env_vars = {
+def jax_env():
+    """This process's JAX settings as environment variables of a child process."""
+    return {
         "JAX_ENABLE_X64": str(jax.config.jax_enable_x64),
         "JAX_NUMPY_RANK_PROMOTION": jax.config.jax_numpy_rank_promotion,
-        "JAX_PLATFORMS": "cpu",
     }
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cluster(compile_cache):
+    """One local Ray cluster (2 CPUs) for the module; shut down at its end.
+
+    The module's sweeps use the session's persistent compilation cache (``$NTKLIB_COMPILE_CACHE``,
+    which the command line passes on to the Ray tasks): a worker that Ray starts again after a
+    kill loads the programs its predecessors compiled instead of compiling them again. At the end this
+    process returns to its own cache setting."""
+    before, env_before = jax.config.jax_compilation_cache_dir, os.environ.get(compilation.CACHE_ENV)
+    os.environ[compilation.CACHE_ENV] = str(compile_cache)
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the hook, by value: workers cannot import tests
+    env_vars = {**jax_env(), "JAX_PLATFORMS": "cpu"}
     started = time.monotonic()
     ray.init(
         num_cpus=2,
@@ -232,6 +236,6 @@ def test_the_local_engine_does_not_import_ray(tmp_path):
         f"'--out', {str(tmp_path)!r}]; "
         "assert experiment.main(argv) == 0; assert 'ray' not in sys.modules, 'ray imported'"
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **jax_env()}  # JAX as here: programs from the shared cache
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
