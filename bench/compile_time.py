@@ -2,16 +2,16 @@
 
 Three measurements, each selected by ``--part``:
 
-* ``ntk``: :func:`ntklib.ntk.block_ntk_fn` compiles its loop over neuron chunks as an unrolled
-  Python loop, so XLA sees one copy of the vmapped backward pass per chunk. This part times
-  ``lower`` and ``compile`` separately, then the median run, of that program and of a rolled
-  prototype. The prototype is the same computation with the chunk loop as one ``lax.scan`` over
-  the chunks' neuron bases. It is defined here and does not change ntklib. Both run at
-  ``highest`` precision, as the engine does, and the script checks that they agree. The workload
-  is chapter 7's probe: ResNet20, flax init, 3 samples per class of the 8×8 digits (N = 30). The
-  chunk sizes include ``None``, a single chunk, which is what chapter 7 uses; there the two
-  programs are the same. ``--gpu-shape`` uses ``bench/ntk_speed.py``'s GPU workload instead
-  (N = 120, 32×32×3); add ``--compile-only`` on a CPU, where running it takes minutes and GBs.
+* ``ntk``: :func:`ntklib.ntk.block_ntk_fn` loops over neuron chunks either unrolled (a Python
+  loop: XLA sees one copy of the vmapped backward pass per chunk) or rolled (one ``lax.scan``),
+  chosen by its ``loop`` argument. This part times ``lower`` and ``compile`` separately, then the
+  median run, of ntklib's program with each loop, and checks that the two agree. Both run at
+  ``highest`` precision, as the engine does. The workload is chapter 7's probe: ResNet20, flax
+  init, 3 samples per class of the 8×8 digits (N = 30), ``--offdiag none`` (``norms`` adds the
+  feature cross-blocks, an inner loop over chunks). The chunk sizes include ``None``, a single
+  chunk, which is what chapter 7 uses; there the two programs are the same. ``--gpu-shape`` uses
+  ``bench/ntk_speed.py``'s GPU workload instead (N = 120, 32×32×3); add ``--compile-only`` on a
+  CPU, where running it takes minutes and GBs.
 * ``sweep``: trains ``--tiny`` runs on the digits that differ only in learning rate and init, in
   one process. For each run it counts XLA compilations, with :class:`ntklib.compilation.CompileLog`
   (JAX's ``/jax/core/compile/backend_compile_duration`` event), and their seconds.
@@ -47,7 +47,6 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
 from ntklib import ntk as ntk_module
 from ntklib.compilation import CompileLog
@@ -55,56 +54,24 @@ from ntklib.data import load_dataset
 from ntklib.measure import subsample_per_class
 from ntklib.models import build_model
 
-_HIGHEST = lax.Precision.HIGHEST
-
-
 # ---------------------------------------------------------------------------------------------
-# Part "ntk": unrolled (ntklib) against rolled (prototype) chunk loop
+# Part "ntk": the chunk loop of ntklib's NTK, unrolled against rolled
 # ---------------------------------------------------------------------------------------------
 
 
-def rolled_block_ntk(model, variables, x, *, chunk_size: int | None):
-    """Θ_cc (C, N, N), Θʰ_jj (d, N, N) and h (N, d) as in ``ntklib.ntk._block_ntk`` with
-    ``offdiag="none"``, but with the loop over neuron chunks rolled into one ``lax.scan``.
-
-    The scan carries G = W J (leaves (N, C, p)). Each step computes one chunk's Jacobian rows
-    (leaves (N, dc, p)) and emits that chunk's diagonal feature blocks (dc, N, N).
-    """
-    split = ntk_module.split_classifier(model, variables)
-    theta, w = split.feature_params, split.weights
-    h = split.features(theta, x)
-    n, d = h.shape
-    dc = d if chunk_size is None else min(int(chunk_size), d)
-    n_chunks = -(-d // dc)
-    bases = jnp.asarray(np.eye(n_chunks * dc, d, dtype=h.dtype).reshape(n_chunks, dc, d))
-
-    def sample_rows(xi, basis):
-        _, vjp = jax.vjp(lambda t: split.features(t, xi[None])[0], theta)
-        (rows,) = jax.vmap(vjp)(basis)
-        return [leaf.reshape(leaf.shape[0], -1) for leaf in jax.tree_util.tree_leaves(rows)]
-
-    def step(g, basis):
-        jr = jax.vmap(sample_rows, in_axes=(0, None))(x, basis)  # leaves (N, dc, p)
-        diag = functools.reduce(jnp.add, (jnp.einsum("ajp,bjp->jab", j, j, precision=_HIGHEST) for j in jr))
-        w_chunk = w @ basis.T  # (C, dc)
-        g = [acc + jnp.einsum("ck,akp->acp", w_chunk, j, precision=_HIGHEST) for acc, j in zip(g, jr, strict=True)]
-        return g, diag
-
-    c = w.shape[0]
-    leaves = jax.tree_util.tree_leaves(theta)
-    g0 = [jnp.zeros((n, c, leaf.size), h.dtype) for leaf in leaves]
-    g, diag = lax.scan(step, g0, bases)
-    head = jnp.einsum("ai,bi->ab", h, h, precision=_HIGHEST) + 1.0
-    logits = functools.reduce(jnp.add, (jnp.einsum("acp,bcp->cab", a, a, precision=_HIGHEST) for a in g))
-    return logits + head[None], diag.reshape(n_chunks * dc, n, n)[:d], h
-
-
-def unrolled_block_ntk(model, variables, x, *, chunk_size: int | None):
-    """ntklib's program (``ntklib.ntk._block_ntk``, offdiag="none"), as (logits, features, h)."""
+def ntklib_block_ntk(model, variables, x, *, chunk_size: int | None, loop: str, offdiag: str):
+    """ntklib's program (``ntklib.ntk._block_ntk``) with the chunk loop ``loop``, as a tuple of its
+    returned blocks: (logits, features, h[, logits_norms, features_norms])."""
     out = ntk_module._block_ntk(
-        model, variables, x, offdiag=ntk_module.OffDiagonal.NONE, chunk_size=chunk_size, sample_chunk_size=None
+        model,
+        variables,
+        x,
+        offdiag=ntk_module.OffDiagonal(offdiag),
+        chunk_size=chunk_size,
+        sample_chunk_size=None,
+        loop=ntk_module.ChunkLoop(loop),
     )
-    return out.logits, out.features, out.h
+    return tuple(block for block in out if block is not None)
 
 
 def time_program(fn, variables, x, repeats: int, run: bool):
@@ -140,15 +107,15 @@ def part_ntk(args) -> None:
         where = f"chapter 7's probe: digits 8x8, N = {x.shape[0]} ({args.per_class} per class)"
     model = build_model(args.arch, 10, "flax")
     variables = jax.jit(lambda k: model.init(k, x[:2], train=False))(jax.random.key(0))
-    print(f"workload: {args.arch} (flax init) on {where}; repeats {args.repeats}")
+    print(f"workload: {args.arch} (flax init) on {where}; offdiag {args.offdiag}; repeats {args.repeats}")
     print(f"{'chunk_size':>10s} {'chunks':>6s} {'loop':>9s} {'lower s':>8s} {'compile s':>9s} {'run s':>8s}  agreement")
     d = int(variables["params"]["classifier"]["kernel"].shape[0])
     for chunk in args.chunk_sizes:
         chunk = None if chunk == 0 else chunk
         n_chunks = 1 if chunk is None else -(-d // chunk)
         outs = {}
-        for name, impl in (("unrolled", unrolled_block_ntk), ("rolled", rolled_block_ntk)):
-            fn = functools.partial(impl, model, chunk_size=chunk)
+        for name in ("unrolled", "rolled"):
+            fn = functools.partial(ntklib_block_ntk, model, chunk_size=chunk, loop=name, offdiag=args.offdiag)
             t_lower, t_compile, t_run, outs[name] = time_program(fn, variables, x, args.repeats, not args.compile_only)
             run = "-" if t_run is None else f"{t_run:8.3f}"
             agree = ""
@@ -261,6 +228,12 @@ def main(argv=None) -> None:
     p.add_argument("--repeats", type=int, default=3, help="part ntk: timed runs after the first")
     p.add_argument("--gpu-shape", action="store_true", help="part ntk: ntk_speed's GPU workload (N = 120, 32x32x3)")
     p.add_argument("--compile-only", action="store_true", help="part ntk: lower and compile, do not run")
+    p.add_argument(
+        "--offdiag",
+        choices=[mode.value for mode in ntk_module.OffDiagonal],
+        default="none",
+        help="part ntk: the blocks computed (norms: with the feature cross-blocks)",
+    )
     p.add_argument("--sweep-arch", default="resnet20", help="part sweep: architecture")
     p.add_argument("--lrs", type=float, nargs="+", default=[0.05, 0.02], help="part sweep: learning rates")
     p.add_argument("--inits", nargs="+", default=["flax", "torch"], help="part sweep: inits")

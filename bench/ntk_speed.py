@@ -49,7 +49,7 @@ from jax.flatten_util import ravel_pytree
 from ntklib import kernel_stats
 from ntklib.measure import kernel_statistics
 from ntklib.models import build_model
-from ntklib.ntk import block_ntk_fn, split_classifier
+from ntklib.ntk import ChunkLoop, block_ntk_fn, resolve_loop, split_classifier
 
 # Relative tolerance on the shared statistics (identical items) for the PASS/FAIL line.
 AGREEMENT_RTOL = 1e-5
@@ -79,6 +79,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         choices=(0, 1),
         default=None,
         help="also time kernel_statistics (off-diagonal feature norms cost d²N²P flops); default 1 (gpu) / 0 (cpu)",
+    )
+    p.add_argument(
+        "--loop",
+        choices=[mode.value for mode in ChunkLoop],
+        default="auto",
+        help="block_ntk_fn's loop over neuron chunks (auto: unrolled on the CPU, rolled on accelerators)",
     )
     p.add_argument("--init", default="flax")
     p.add_argument("--seed", type=int, default=0)
@@ -187,7 +193,7 @@ def main(argv=None) -> None:
     print(f"jax {jax.__version__}, devices {jax.devices()}, python {platform.python_version()}")
     print(
         f"workload: arch={args.arch} K={k} m={m} N={n} input={args.image}x{args.image}x{args.channels} "
-        f"scale={args.device_scale} chunk_size={args.chunk_size}"
+        f"scale={args.device_scale} chunk_size={args.chunk_size} loop={resolve_loop(args.loop).value}"
     )
 
     model = build_model(args.arch, k, args.init)
@@ -207,7 +213,7 @@ def main(argv=None) -> None:
     )
 
     # ---- ntklib: exact block statistics over all pairs ---------------------------------------
-    ntk_fn = block_ntk_fn(model, chunk_size=args.chunk_size)
+    ntk_fn = block_ntk_fn(model, chunk_size=args.chunk_size, loop=args.loop)
 
     def exact_stats():
         ntk = ntk_fn(variables, x)

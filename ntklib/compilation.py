@@ -7,7 +7,8 @@
 - :func:`enable_persistent_cache` points JAX's persistent compilation cache at a directory, so a
   second process loads the programs the first one compiled instead of compiling them again. The
   command line (:mod:`ntklib.experiment`) enables it by default in :func:`default_cache_dir`;
-  importing ntklib does not.
+  importing ntklib does not. A Ray sweep passes the directory to every task, whose worker
+  process enables it too (:func:`use_persistent_cache`).
 """
 
 from __future__ import annotations
@@ -121,3 +122,25 @@ def enable_persistent_cache(directory: str | Path, *, min_compile_seconds: float
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     compilation_cache.reset_cache()  # a process that compiled before without a cache checks again
     return path
+
+
+def use_persistent_cache(directory: str | Path | None, *, min_compile_seconds: float = 0.0) -> Path | None:
+    """Make ``directory`` this process's persistent cache, or switch the cache off for None; does
+    nothing when the process already uses that directory (so calling it once per task is cheap).
+
+    A Ray worker (:mod:`ntklib.ray_engine`) calls it at the start of every task with the cache
+    directory of the sweep, so the worker processes share the command line's cache.
+
+    Returns:
+        The directory in use, or None.
+    """
+    current = jax.config.jax_compilation_cache_dir  # type: ignore[attr-defined]  # a flag the stubs lack
+    if directory is None:
+        if current is not None:
+            jax.config.update("jax_compilation_cache_dir", None)
+            compilation_cache.reset_cache()
+        return None
+    path = Path(directory).expanduser()
+    if current is not None and Path(current) == path:
+        return path
+    return enable_persistent_cache(path, min_compile_seconds=min_compile_seconds)

@@ -29,7 +29,8 @@ paper's protocol; every other flag overrides the chosen base.
 ``run`` and ``sweep`` keep JAX's persistent compilation cache (:mod:`ntklib.compilation`), so a
 second process loads the programs the first compiled: in ``--compile-cache DIR``, else in
 ``$NTKLIB_COMPILE_CACHE`` (``off`` switches it off), else in ``$XDG_CACHE_HOME/ntklib/jax``
-(``~/.cache/ntklib/jax``). ``--no-compile-cache`` neither reads nor writes it.
+(``~/.cache/ntklib/jax``). ``--no-compile-cache`` neither reads nor writes it. With
+``--engine ray`` every worker process uses the same directory.
 
 Exit codes: 0 done (a sweep whose runs all finished or diverged); 1 a sweep with a failed or
 refused run (a summary table goes to stderr), or an unexpected error (with its traceback); 2 a
@@ -154,6 +155,7 @@ def sweep_command(args: argparse.Namespace) -> int:
             cpus_per_run=args.cpus_per_run,
             max_retries=args.max_retries,
             progress=args.progress,
+            compile_cache=getattr(args, "compile_cache_dir", None),
         )
     else:
         entries = sweep.run_sweep(base, lrs, args.inits, args.out, progress=args.progress)
@@ -236,15 +238,15 @@ def add_cache_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def apply_cache_flags(args: argparse.Namespace) -> None:
-    """Enable the persistent compilation cache that the flags (or their defaults) name."""
+    """Enable the persistent compilation cache that the flags (or their defaults) name, and keep
+    its directory (or None) in ``args.compile_cache_dir`` for the Ray engine's workers."""
     if not hasattr(args, "use_compile_cache"):
         return
     try:
         directory = compilation.resolve_cache_dir(args.compile_cache, enabled=args.use_compile_cache)
     except ValueError as error:
         raise UsageError(str(error)) from None
-    if directory is not None:
-        compilation.enable_persistent_cache(directory)
+    args.compile_cache_dir = None if directory is None else compilation.enable_persistent_cache(directory)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -43,13 +43,20 @@ measurement of the kernels is exact.
 **Memory.** The feature Jacobian of all N samples is N·d·P numbers. For ResNet20 at N = 120
 (d = 64, P ≈ 0.27 M) that is 120·64·0.27e6·4 B ≈ 8.3 GB in float32, plus G = W J with
 N·C·P ≈ 1.3 GB (C = 10). ``chunk_size`` bounds the first term: the Jacobian is computed for
-``chunk_size`` feature neurons at a time (an unrolled loop over neuron chunks), so the peak is about
+``chunk_size`` feature neurons at a time (a loop over neuron chunks), so the peak is about
 (chunk_size + C)·N·P floats plus the chunk's backward-pass activations, e.g. ≈ 3.4 GB for ResNet20
 with chunk_size = 16. ``sample_chunk_size`` further bounds the activations of the vmapped backward
 passes (samples processed ``sample_chunk_size`` at a time with ``lax.map``; a rolled loop, slow on
 XLA:CPU, so use it only when memory demands). Off-diagonal feature
 blocks Θʰ_{jj'} couple neuron chunks; with n_c = ceil(d / chunk_size) > 1 chunks they are obtained
 by recomputing the Jacobian of every other chunk, i.e. at about (n_c + 1) times the Jacobian cost.
+
+**Chunk loop.** ``loop`` chooses how the loop over neuron chunks is compiled. "unrolled" is a
+Python loop: XLA sees one copy of the chunk's backward passes per chunk, which runs fastest on
+XLA:CPU but compiles for longer with every chunk (a ResNet20 NTK of 4 chunks compiled for
+41–44 s on an H200). "rolled" is one ``lax.scan`` over the chunks, so its compile time does not
+grow with their number; on XLA:CPU it ran 1.4–1.6× slower. The default "auto" unrolls on the CPU
+and rolls on accelerators. ``bench/compile_time.py`` measures both.
 
 Example:
     >>> model = build_model("mlp", 3)  # doctest: +SKIP
@@ -76,6 +83,8 @@ from numpy.typing import ArrayLike
 
 __all__ = [
     "OffDiagonal",
+    "ChunkLoop",
+    "resolve_loop",
     "ClassifierSplit",
     "split_classifier",
     "BlockNTK",
@@ -210,6 +219,107 @@ def frobenius_norms(blocks: Array) -> Array:
     return jnp.sqrt(jnp.sum(jnp.square(blocks), axis=(-2, -1)))
 
 
+class ChunkLoop(str, enum.Enum):
+    """How :func:`block_ntk_fn` loops over the neuron chunks of the feature Jacobian."""
+
+    AUTO = "auto"
+    """Unrolled on the CPU and rolled on accelerators (GPU, TPU), as :func:`resolve_loop` decides."""
+    UNROLLED = "unrolled"
+    """A Python loop, with one copy of the chunk's program per chunk. Runs fastest on XLA:CPU; its
+    compile time grows with the number of chunks."""
+    ROLLED = "rolled"
+    """One ``lax.scan`` over the chunks, with a single copy of the chunk's program, so the compile
+    time does not grow with the number of chunks."""
+
+    @classmethod
+    def _missing_(cls, value: object) -> ChunkLoop:
+        """``ChunkLoop("loopy")`` raises a ValueError that names ``loop`` and lists the valid choices."""
+        valid = ", ".join(mode.value for mode in cls)
+        raise ValueError(f"unknown loop {value!r}; valid choices: {valid}")
+
+
+def resolve_loop(loop: ChunkLoop | str, backend: str | None = None) -> ChunkLoop:
+    """The loop form that ``loop`` means on ``backend`` (default: ``jax.default_backend()``):
+    "auto" is "unrolled" on ``"cpu"`` and "rolled" elsewhere; the other two are themselves.
+
+    On XLA:CPU the rolled loop ran 1.4–1.6× slower than the unrolled one (``bench/RESULTS.md``,
+    *Compile time*); on a GPU the unrolled program of 4 chunks compiled for 41–44 s.
+
+    Raises:
+        ValueError: naming ``loop`` when it is not one of "auto", "unrolled", "rolled".
+    """
+    loop = ChunkLoop(loop)
+    if loop is not ChunkLoop.AUTO:
+        return loop
+    backend = jax.default_backend() if backend is None else backend
+    return ChunkLoop.UNROLLED if backend == "cpu" else ChunkLoop.ROLLED
+
+
+class _Chunks(NamedTuple):
+    """What the chunk loop produces (c: n_chunks · dc neurons, padded)."""
+
+    diag: Array
+    """Θʰ_jj of every padded neuron, (c, N, N)."""
+    g: list[Array]
+    """G = W J, leaves (N, C, p)."""
+    cross: Array | None
+    """Θʰ_{jj'}, (c, c, N, N), when the feature cross-blocks are wanted."""
+
+
+def _unrolled_chunks(chunk_jacobian, bases: np.ndarray, w: Array, want_cross: bool) -> _Chunks:
+    """The chunk loop as a Python loop (fully unrolled): the bases are NumPy constants, so that XLA
+    can specialise the one-hot backward passes. On XLA:CPU it runs fastest; the compile time grows
+    with the number of chunks."""
+    diag_blocks, cross_rows = [], []
+    g: list[Array] = []
+    for r, basis in enumerate(bases):
+        jr = chunk_jacobian(basis)
+        diag_blocks.append(_sum_einsum("ajp,bjp->jab", jr, jr))  # (dc, N, N)
+        w_chunk = jnp.asarray(w @ basis.T)  # (C, dc): W's columns of the chunk's neurons
+        g_chunk = [jnp.einsum("ck,akp->acp", w_chunk, j, precision=_HIGHEST) for j in jr]
+        g = [a + b for a, b in zip(g, g_chunk, strict=True)] if g else g_chunk
+        if want_cross:
+            # Row r of the (n_chunks, n_chunks) grid of (dc, dc, N, N) feature cross-blocks:
+            # (dc, n_chunks·dc, N, N).
+            row = [jr if s == r else chunk_jacobian(b) for s, b in enumerate(bases)]
+            cross_rows.append(jnp.concatenate([_sum_einsum("ajp,bkp->jkab", jr, js) for js in row], axis=1))
+    return _Chunks(jnp.concatenate(diag_blocks), g, jnp.concatenate(cross_rows) if want_cross else None)
+
+
+def _rolled_chunks(chunk_jacobian, bases: np.ndarray, w: Array, want_cross: bool, g0: list[Array]) -> _Chunks:
+    """The chunk loop as one ``lax.scan`` over the chunks' bases (traced data). The scan carries
+    G = W J (``g0``: zeros, leaves (N, C, p)) and emits each chunk's diagonal blocks (dc, N, N)
+    and, with ``want_cross``, its row of cross-blocks, from an inner scan over the chunks (which
+    reuses the chunk's own Jacobian on the diagonal of the grid)."""
+    n_chunks, dc, _ = bases.shape
+    index = jnp.arange(n_chunks)
+    traced = jnp.asarray(bases)
+
+    def step(g: list[Array], item: tuple[Array, Array]) -> tuple[list[Array], tuple[Array, Array | None]]:
+        r, basis = item
+        jr = chunk_jacobian(basis)
+        diag = _sum_einsum("ajp,bjp->jab", jr, jr)  # (dc, N, N)
+        w_chunk = jnp.matmul(w, basis.T, precision=_HIGHEST)  # (C, dc)
+        g = [a + jnp.einsum("ck,akp->acp", w_chunk, j, precision=_HIGHEST) for a, j in zip(g, jr, strict=True)]
+        row = None
+        if want_cross:
+
+            def cross(_: None, other: tuple[Array, Array]) -> tuple[None, Array]:
+                s, basis_s = other
+                js = lax.cond(s == r, lambda: jr, lambda: chunk_jacobian(basis_s))
+                return None, _sum_einsum("ajp,bkp->jkab", jr, js)  # (dc, dc, N, N)
+
+            _, blocks = lax.scan(cross, None, (index, traced))  # (n_chunks, dc, dc, N, N)
+            n = blocks.shape[-1]
+            row = blocks.transpose(1, 0, 2, 3, 4).reshape(dc, n_chunks * dc, n, n)
+        return g, (diag, row)
+
+    g, (diag, rows) = lax.scan(step, g0, (index, traced))
+    n = diag.shape[-1]
+    cross_all = None if rows is None else rows.reshape(n_chunks * dc, n_chunks * dc, n, n)
+    return _Chunks(diag.reshape(n_chunks * dc, n, n), g, cross_all)
+
+
 def _block_ntk(
     model,
     variables: PyTree,
@@ -218,6 +328,7 @@ def _block_ntk(
     offdiag: OffDiagonal,
     chunk_size: int | None,
     sample_chunk_size: int | None,
+    loop: ChunkLoop = ChunkLoop.UNROLLED,
 ) -> BlockNTK:
     split = split_classifier(model, variables)
     theta, w = split.feature_params, split.weights
@@ -227,41 +338,31 @@ def _block_ntk(
     dc = d if chunk_size is None else min(int(chunk_size), d)
     n_chunks = -(-d // dc)
     # Rows of the identity (padded with zero rows to n_chunks * dc): cotangents selecting neurons.
-    # NumPy constants, not traced values, so that XLA can specialise the one-hot backward passes.
     bases = np.eye(n_chunks * dc, d, dtype=dtype).reshape(n_chunks, dc, d)
 
-    def sample_rows(xi: Array, basis: np.ndarray) -> list[Array]:
+    def sample_rows(xi: Array, basis: ArrayLike) -> list[Array]:
         """∂(basis · h(xi))/∂θ for one sample: leaves (dc, p)."""
         _, vjp = jax.vjp(lambda t: split.features(t, xi[None])[0], theta)
         (rows,) = jax.vmap(vjp)(basis)
         return _flat_leaves(rows, 1)
 
-    def chunk_jacobian(basis: np.ndarray) -> list[Array]:
+    def chunk_jacobian(basis: ArrayLike) -> list[Array]:
         """Feature Jacobian rows of the chunk's neurons for all samples: leaves (N, dc, p)."""
         if sample_chunk_size is None or sample_chunk_size >= n:
             return jax.vmap(sample_rows, in_axes=(0, None))(x, basis)
         return lax.map(lambda xi: sample_rows(xi, basis), x, batch_size=int(sample_chunk_size))
 
     want_feat_off = offdiag in (OffDiagonal.NORMS, OffDiagonal.FULL)
-    diag_blocks, cross_rows = [], []
-    g: list[Array] = []  # G = W J, leaves (N, C, p)
-    # A Python loop, i.e. fully unrolled: on XLA:CPU a rolled loop ran the same work about 7x
-    # slower (ResNet20); compile time grows with the number of chunks instead.
-    for r, basis in enumerate(bases):
-        jr = chunk_jacobian(basis)
-        diag_blocks.append(_sum_einsum("ajp,bjp->jab", jr, jr))  # (dc, N, N)
-        w_chunk = jnp.asarray(w @ basis.T)  # (C, dc): W's columns of the chunk's neurons
-        g_chunk = [jnp.einsum("ck,akp->acp", w_chunk, j, precision=_HIGHEST) for j in jr]
-        g = [a + b for a, b in zip(g, g_chunk, strict=True)] if g else g_chunk
-        if want_feat_off:
-            # Row r of the (n_chunks, n_chunks) grid of (dc, dc, N, N) feature cross-blocks:
-            # (dc, n_chunks·dc, N, N).
-            row = [jr if s == r else chunk_jacobian(b) for s, b in enumerate(bases)]
-            cross_rows.append(jnp.concatenate([_sum_einsum("ajp,bkp->jkab", jr, js) for js in row], axis=1))
+    if loop is ChunkLoop.ROLLED and n_chunks > 1:  # one chunk: the two forms are the same program
+        g0 = [jnp.zeros((n, w.shape[0], leaf.size), dtype) for leaf in jax.tree_util.tree_leaves(theta)]
+        chunks = _rolled_chunks(chunk_jacobian, bases, w, want_feat_off, g0)
+    else:
+        chunks = _unrolled_chunks(chunk_jacobian, bases, w, want_feat_off)
+    g = chunks.g  # G = W J, leaves (N, C, p)
 
     # W and b part of Θ_cc': δ_cc' (⟨h(x), h(x')⟩ + 1).
     head = jnp.einsum("ai,bi->ab", h, h, precision=_HIGHEST) + 1.0
-    result = {"features": jnp.concatenate(diag_blocks)[:d], "h": h}
+    result = {"features": chunks.diag[:d], "h": h}
     if offdiag is OffDiagonal.NONE:
         result["logits"] = _sum_einsum("acp,bcp->cab", g, g) + head[None]
     else:
@@ -278,7 +379,8 @@ def _block_ntk(
         if offdiag in (OffDiagonal.LOGITS, OffDiagonal.FULL):
             result["logits_full"] = logits_full
     if want_feat_off:
-        features_full = jnp.concatenate(cross_rows)[:d, :d]  # (d, d, N, N)
+        assert chunks.cross is not None
+        features_full = chunks.cross[:d, :d]  # (d, d, N, N)
         result["features_norms"] = frobenius_norms(features_full)
         if offdiag is OffDiagonal.FULL:
             result["features_full"] = features_full
@@ -291,6 +393,7 @@ def block_ntk_fn(
     offdiag: OffDiagonal | str = OffDiagonal.NONE,
     chunk_size: int | None = None,
     sample_chunk_size: int | None = None,
+    loop: ChunkLoop | str = ChunkLoop.AUTO,
 ) -> Callable[[PyTree, Array], BlockNTK]:
     """A jitted ``ntk_fn(variables, x) -> BlockNTK`` computing exact per-output NTK blocks.
 
@@ -304,10 +407,19 @@ def block_ntk_fn(
         chunk_size: feature neurons per Jacobian chunk (None: all d at once). Bounds the memory of
             J to N·chunk_size·P numbers.
         sample_chunk_size: samples per vmapped backward batch within a chunk (None: all N).
+        loop: :class:`ChunkLoop` (or its string value) — the loop over neuron chunks: "unrolled",
+            "rolled" (one ``lax.scan``), or "auto" (:func:`resolve_loop`: unrolled on the CPU,
+            rolled on accelerators), resolved on the default backend when ``block_ntk_fn`` is
+            called. Both give the same kernels to rounding; with a single chunk they are the same
+            program.
 
     Returns:
         ``ntk_fn(variables, x)``; x is (N, ...) in the model's input layout. Inputs and parameters
         of dtype float64 (with ``jax_enable_x64``) give float64 kernels.
+
+    Raises:
+        ValueError: naming ``offdiag``, ``chunk_size``, ``sample_chunk_size`` or ``loop`` when it
+            is not valid.
 
     Example:
         >>> ntk_fn = block_ntk_fn(model, offdiag="norms", chunk_size=16)  # doctest: +SKIP
@@ -319,9 +431,15 @@ def block_ntk_fn(
     for name, value in (("chunk_size", chunk_size), ("sample_chunk_size", sample_chunk_size)):
         if value is not None and (int(value) != value or value < 1):
             raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
+    form = resolve_loop(loop)
     jitted = jax.jit(
         functools.partial(
-            _block_ntk, model, offdiag=offdiag, chunk_size=chunk_size, sample_chunk_size=sample_chunk_size
+            _block_ntk,
+            model,
+            offdiag=offdiag,
+            chunk_size=chunk_size,
+            sample_chunk_size=sample_chunk_size,
+            loop=form,
         )
     )
 
@@ -333,8 +451,10 @@ def block_ntk_fn(
 
 
 @functools.lru_cache(maxsize=32)
-def _cached_ntk_fn(model, offdiag: OffDiagonal, chunk_size, sample_chunk_size):
-    return block_ntk_fn(model, offdiag=offdiag, chunk_size=chunk_size, sample_chunk_size=sample_chunk_size)
+def _cached_ntk_fn(model, offdiag: OffDiagonal, chunk_size, sample_chunk_size, loop: ChunkLoop = ChunkLoop.AUTO):
+    return block_ntk_fn(
+        model, offdiag=offdiag, chunk_size=chunk_size, sample_chunk_size=sample_chunk_size, loop=resolve_loop(loop)
+    )
 
 
 def block_ntk(
@@ -345,6 +465,7 @@ def block_ntk(
     offdiag: OffDiagonal | str = OffDiagonal.NONE,
     chunk_size: int | None = None,
     sample_chunk_size: int | None = None,
+    loop: ChunkLoop | str = ChunkLoop.AUTO,
 ) -> BlockNTK:
     """One-shot :func:`block_ntk_fn` (the jitted function is cached per model and options)."""
-    return _cached_ntk_fn(model, OffDiagonal(offdiag), chunk_size, sample_chunk_size)(variables, x)
+    return _cached_ntk_fn(model, OffDiagonal(offdiag), chunk_size, sample_chunk_size, resolve_loop(loop))(variables, x)

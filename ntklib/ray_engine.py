@@ -16,6 +16,10 @@ Resources: ``cpus_per_run`` and ``gpus_per_run`` (a fraction packs several runs 
 then gets that fraction of the GPU's memory) are the Ray resources of each task. Every worker must
 see the run directories at the same path: on a cluster, ``root`` lives on a shared file system.
 
+Compilation: with ``compile_cache`` (the command line passes its ``--compile-cache`` directory),
+every task enables JAX's persistent compilation cache there in its worker process, so workers, and
+a worker that Ray starts again after a fault, load the programs another one compiled.
+
 Ray is imported only here, and only when a Ray sweep starts: ``import ntklib`` does not pay for it.
 """
 
@@ -28,8 +32,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ntklib import results, sweep
-from ntklib.data import Dataset, DatasetNotPreparedError, load_dataset
+from ntklib import compilation, results, sweep
+from ntklib.data import DatasetNotPreparedError
 from ntklib.models import PAPER_INITS
 from ntklib.train import ConfigError, TrainConfig
 
@@ -55,20 +59,17 @@ def import_ray() -> Any:
     return ray
 
 
-@functools.lru_cache(maxsize=1)
-def _cached_dataset(name: str, data_dir: str | None, image_size: int | None) -> Dataset:
-    """The dataset, loaded once per worker process (Ray reuses workers across tasks)."""
-    return load_dataset(name, data_dir=data_dir, image_size=image_size)
+_cached_dataset = functools.lru_cache(maxsize=1)(sweep.load_run_dataset)
+"""The dataset, loaded once per worker process (Ray reuses workers across tasks)."""
 
 
-def run_task(config: TrainConfig, out: str, gpus_per_run: float) -> sweep.SweepEntry:
-    """The body of one Ray task: :func:`ntklib.sweep.run_one` in the worker process."""
+def run_task(config: TrainConfig, out: str, gpus_per_run: float, compile_cache: str | None = None) -> sweep.SweepEntry:
+    """The body of one Ray task: :func:`ntklib.sweep.run_one` in the worker process, with the
+    sweep's persistent compilation cache (``compile_cache``; None: none)."""
     if 0 < gpus_per_run < 1:  # before JAX starts its GPU backend in this process
         os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", f"{GPU_MEMORY_SHARE * gpus_per_run:.3f}")
-
-    def get_dataset() -> Dataset:
-        return _cached_dataset(config.dataset, config.data_dir, config.input_size)
-
+    compilation.use_persistent_cache(compile_cache)
+    get_dataset = functools.partial(_cached_dataset, *sweep.dataset_args(config))
     return sweep.run_one(config, Path(out), get_dataset, progress=False)
 
 
@@ -84,6 +85,7 @@ def run_sweep_ray(
     max_retries: int = 3,
     progress: bool = True,
     poll_seconds: float = 10.0,
+    compile_cache: str | Path | None = None,
 ) -> list[sweep.SweepEntry]:
     """:func:`ntklib.sweep.run_sweep` with every run as a Ray task; one entry per run, in the
     order of :func:`ntklib.sweep.sweep_runs`.
@@ -96,6 +98,10 @@ def run_sweep_ray(
         cpus_per_run: CPUs of a task.
         max_retries: how often a task whose worker died is run again.
         progress: a progress line over runs on stderr, every ``poll_seconds`` and when a run ends.
+        compile_cache: JAX's persistent compilation cache directory, which every task enables in
+            its worker process (:func:`ntklib.compilation.use_persistent_cache`), as the command
+            line does in its own; None: the workers use none. On a cluster, a directory on a
+            shared file system lets every machine reuse what one compiled.
 
     Raises:
         ConfigError, DatasetNotPreparedError: from the first task that meets them (the same for
@@ -110,7 +116,8 @@ def run_sweep_ray(
         if gpus_per_run is None:
             gpus_per_run = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
         task = ray.remote(run_task).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=max_retries)
-        refs = {task.remote(config, str(out), gpus_per_run): i for i, (config, out) in enumerate(runs)}
+        cache = None if compile_cache is None else str(Path(compile_cache).expanduser())
+        refs = {task.remote(config, str(out), gpus_per_run, cache): i for i, (config, out) in enumerate(runs)}
         entries: list[sweep.SweepEntry | None] = [None] * len(runs)
         pending = list(refs)
         try:
@@ -119,8 +126,8 @@ def run_sweep_ray(
                 for ref in done:
                     config, out = runs[refs[ref]]
                     entry = entries[refs[ref]] = _entry(ray, ref, config, out, max_retries)
-                    if progress and not entry.skipped:
-                        print(f"[sweep] {config.init} lr={config.lr!r}: {entry.status}", file=sys.stderr)
+                    if progress:
+                        sweep.report(entry)
                 if progress:
                     print(progress_line(runs, entries), file=sys.stderr)
         except BaseException:  # an error that stops the sweep, or a keyboard interrupt

@@ -87,16 +87,23 @@ def run_sweep(
 
     def get_dataset() -> Dataset:
         if not loaded:
-            loaded["dataset"] = load_dataset(base.dataset, data_dir=base.data_dir, image_size=base.input_size)
+            loaded["dataset"] = load_run_dataset(*dataset_args(base))
         return loaded["dataset"]
 
     entries = []
     for config, out in sweep_runs(base, lrs, inits, root):
-        entry = run_one(config, out, get_dataset, progress)
-        entries.append(entry)
-        if progress and not entry.skipped:
-            print(f"[sweep] {config.init} lr={config.lr!r}: {entry.status}", file=sys.stderr)
+        entries.append(run_one(config, out, get_dataset, progress))
     return entries
+
+
+def dataset_args(config: TrainConfig) -> tuple[str, str | None, int | None]:
+    """(name, data directory, image size): what the dataset of a run depends on (not init or lr)."""
+    return config.dataset, config.data_dir, config.input_size
+
+
+def load_run_dataset(name: str, data_dir: str | None, image_size: int | None) -> Dataset:
+    """The dataset of :func:`dataset_args`; both engines load a run's dataset with it."""
+    return load_dataset(name, data_dir=data_dir, image_size=image_size)
 
 
 def sweep_runs(
@@ -107,14 +114,34 @@ def sweep_runs(
     return [(base.replace(init=init, lr=float(lr)), run_dir(root, init, lr)) for init in inits for lr in lrs]
 
 
-def run_one(config: TrainConfig, out: Path, get_dataset: Callable[[], Dataset], progress: bool) -> SweepEntry:
+def run_one(
+    config: TrainConfig, out: Path, get_dataset: Callable[[], Dataset] | None = None, progress: bool = False
+) -> SweepEntry:
     """One run of a sweep as a :class:`SweepEntry`: verify ``out``, skip it when done, else train
     (resuming from its checkpoint); a run that raises is "failed" with the reason, a directory that
-    cannot be used is "refused". Both engines call it (:mod:`ntklib.ray_engine` once per Ray task).
+    cannot be used is "refused". With ``progress``, a run that was not skipped reports its status
+    on stderr. Both engines call it, and only it, per run (:mod:`ntklib.ray_engine` once per Ray
+    task): this is the one place that decides what happens to a run.
+
+    Args:
+        get_dataset: called once the run needs training (None: :func:`load_run_dataset`).
 
     Raises:
         ConfigError, DatasetNotPreparedError: the same for every run (from ``get_dataset`` or the config).
     """
+    entry = _run_one(config, out, get_dataset or functools.partial(load_run_dataset, *dataset_args(config)), progress)
+    if progress:
+        report(entry)
+    return entry
+
+
+def report(entry: SweepEntry) -> None:
+    """``[sweep] flax lr=0.05: finished`` on stderr, for a run that was not skipped."""
+    if not entry.skipped:
+        print(f"[sweep] {entry.init} lr={entry.lr!r}: {entry.status}", file=sys.stderr)
+
+
+def _run_one(config: TrainConfig, out: Path, get_dataset: Callable[[], Dataset], progress: bool) -> SweepEntry:
     entry = functools.partial(SweepEntry, config.init, config.lr, str(out))
     try:
         status = results.RunDir(out).verify(config.to_dict(), **run_identity(config))

@@ -3,12 +3,15 @@
 Tests of float32 code paths pass float32 arrays explicitly; enabling x64 does not change the
 dtype of float32 inputs. ``jax_numpy_rank_promotion="raise"`` makes an operation between arrays of
 different ranks an error instead of a broadcast, so that a shape slip cannot pass unnoticed.
-The command line's persistent compilation cache is off (``NTKLIB_COMPILE_CACHE=off``).
+The command line's persistent compilation cache is off (``NTKLIB_COMPILE_CACHE=off``); the
+fixture ``compile_cache`` is one cache directory for the session's tests that start processes, so
+that a process loads the programs that an earlier one (or this one, see :func:`cached`) compiled.
 """
 
 import os
 
 import jax
+import pytest
 
 # the command line's persistent compilation cache stays off in tests that call it in-process
 # (tests/test_compilation.py turns it on explicitly, in subprocesses)
@@ -16,3 +19,9 @@ os.environ["NTKLIB_COMPILE_CACHE"] = "off"
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+@pytest.fixture(scope="session")
+def compile_cache(tmp_path_factory):
+    """A persistent compilation cache directory shared by the whole session."""
+    return tmp_path_factory.mktemp("jax_cache")

@@ -1,15 +1,11 @@
 """Compilation: runs that differ in lr and init share their programs; the CLI's persistent cache."""
 
-import os
-import subprocess
-import sys
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ntklib import compilation, ntk, train
+from ntklib import compilation, experiment, ntk, train
 from ntklib.data import load_dataset
 from ntklib.models import ARCHS, INITS, build_model
 from ntklib.train import TrainConfig, train_and_evaluate
@@ -19,7 +15,8 @@ SHARED = dict(batch_size=30, eval_batch_size=97, ntk_per_class=2, epochs=2)
 
 
 def clear_compiled() -> None:
-    jax.clear_caches()
+    """Fresh jitted step, evaluation, init and NTK functions: their next call compiles. (JAX's own
+    caches stay: with the SHARED shapes nothing else compiled these programs.)"""
     for cached in (train._build_model, train._init_fn, train.make_train_epoch, train.make_evaluate):
         cached.cache_clear()
     ntk._cached_ntk_fn.cache_clear()
@@ -100,22 +97,42 @@ def test_cache_directory_resolution(monkeypatch, tmp_path):
         compilation.enable_persistent_cache(tmp_path, min_compile_seconds=-1.0)
 
 
-def run_cli(tmp_path, name, *flags):
-    env = {key: value for key, value in os.environ.items() if key != compilation.CACHE_ENV}
-    env["XDG_CACHE_HOME"] = str(tmp_path / "xdg")
-    argv = ["--tiny", "--no-kernel-metrics", "--epochs", "1", "--no-progress", "--out", str(tmp_path / name)]
-    done = subprocess.run(
-        [sys.executable, "-m", "ntklib.experiment", *argv, *flags], env=env, capture_output=True, text=True
-    )
-    assert done.returncode == 0, done.stderr
+def test_use_persistent_cache_sets_keeps_and_clears_the_directory(tmp_path):
+    before = jax.config.jax_compilation_cache_dir
+    try:
+        assert compilation.use_persistent_cache(tmp_path / "a") == tmp_path / "a"
+        assert jax.config.jax_compilation_cache_dir == str(tmp_path / "a") and (tmp_path / "a").is_dir()
+        assert compilation.use_persistent_cache(str(tmp_path / "a")) == tmp_path / "a"  # already in use: kept
+        assert compilation.use_persistent_cache(tmp_path / "b") == tmp_path / "b"
+        assert jax.config.jax_compilation_cache_dir == str(tmp_path / "b")
+        assert compilation.use_persistent_cache(None) is None
+        assert jax.config.jax_compilation_cache_dir is None
+    finally:
+        compilation.use_persistent_cache(before)
 
 
-def test_cli_writes_the_persistent_cache_only_when_asked(tmp_path):
+def test_cli_writes_the_persistent_cache_only_when_asked(tmp_path, monkeypatch):
+    """``--compile-cache DIR`` writes the programs the run compiles to DIR; ``--no-compile-cache``
+    writes none, not even to the default directory. In-process, with batch sizes no other test
+    uses, so that the run compiles (a Ray worker process writing it: tests/test_ray_engine.py)."""
+    monkeypatch.delenv(compilation.CACHE_ENV, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    before = jax.config.jax_compilation_cache_dir
+    argv = ["--tiny", "--no-kernel-metrics", "--epochs", "1", "--no-progress", "--batch-size", "20"]
     cache = tmp_path / "cache"
-    run_cli(tmp_path, "cached", "--compile-cache", str(cache))
-    assert len(list(cache.iterdir())) > 0
-    assert not (tmp_path / "xdg").exists()
-
-    run_cli(tmp_path, "uncached", "--no-compile-cache")
+    try:
+        for name, flags in (("cached", ["--compile-cache", str(cache)]), ("uncached", ["--no-compile-cache"])):
+            eval_batch = "41" if name == "cached" else "43"  # new programs for each run
+            out = ["--eval-batch-size", eval_batch, "--out", str(tmp_path / name)]
+            assert experiment.main([*argv, *flags, *out]) == 0
+            if name == "cached":
+                written = sorted(cache.iterdir())
+                assert len(written) > 0
+                compilation.use_persistent_cache(None)  # as a new process starts
+            else:
+                assert jax.config.jax_compilation_cache_dir is None
+    finally:
+        compilation.use_persistent_cache(before)
+    assert sorted(cache.iterdir()) == written  # the uncached run added nothing
     assert not (tmp_path / "xdg").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "cached", "uncached"]

@@ -153,6 +153,44 @@ def test_chunked_equals_unchunked(chunk_size, sample_chunk_size):
         np.testing.assert_allclose(getattr(chunked, name), getattr(full, name), rtol=1e-12, atol=1e-12, err_msg=name)
 
 
+@pytest.mark.parametrize("offdiag", ["full", "none"])
+@pytest.mark.parametrize(
+    "case, chunk_size, sample_chunk_size",
+    [(CASES[1], 2, None), (CASES[3], 3, 2)],  # MLP d = 5: chunks 2, 2, 1; CNN d = 4: chunks 3, 1
+)
+def test_rolled_loop_equals_unrolled_loop(offdiag, case, chunk_size, sample_chunk_size):
+    """The rolled chunk loop (lax.scan) gives the unrolled loop's blocks to float32 rounding, for the
+    diagonal and the off-diagonal blocks, with an uneven last chunk."""
+    model, variables, x = _setup(*case, jnp.float32)
+    kernels = {
+        loop: block_ntk_fn(
+            model, offdiag=offdiag, chunk_size=chunk_size, sample_chunk_size=sample_chunk_size, loop=loop
+        )(variables, x)
+        for loop in ("unrolled", "rolled")
+    }
+    unrolled, rolled = kernels["unrolled"], kernels["rolled"]
+    names = ("logits", "features", "h")
+    names += ("logits_norms", "features_norms", "logits_full", "features_full") if offdiag == "full" else ()
+    for name in names:
+        got, want = getattr(rolled, name), getattr(unrolled, name)
+        assert got.dtype == jnp.float32 and got.shape == want.shape, name
+        assert _rel(got, np.asarray(want, np.float64)) < 1e-6, name
+    if offdiag == "none":
+        assert rolled.features_full is None and rolled.logits_norms is None
+
+
+def test_loop_auto_unrolls_on_the_cpu_and_rolls_on_accelerators():
+    from ntklib.ntk import ChunkLoop, resolve_loop
+
+    assert resolve_loop("auto", "cpu") is ChunkLoop.UNROLLED
+    assert resolve_loop("auto", "gpu") is ChunkLoop.ROLLED and resolve_loop("auto", "tpu") is ChunkLoop.ROLLED
+    assert resolve_loop("rolled", "cpu") is ChunkLoop.ROLLED and resolve_loop("unrolled", "gpu") is ChunkLoop.UNROLLED
+    assert resolve_loop("auto") is (ChunkLoop.UNROLLED if jax.default_backend() == "cpu" else ChunkLoop.ROLLED)
+    model = _setup(*CASES[0])[0]
+    with pytest.raises(ValueError, match="unknown loop 'scan'; valid choices: auto, unrolled, rolled"):
+        block_ntk_fn(model, loop="scan")
+
+
 def test_offdiag_none_returns_only_diagonal_blocks():
     model, variables, x = _setup(*CASES[0])
     ntk = block_ntk(model, variables, x)

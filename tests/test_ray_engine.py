@@ -23,7 +23,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from ntklib import experiment, results  # noqa: E402
+from ntklib import compilation, experiment, results  # noqa: E402
 from ntklib.sweep import run_dir  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,15 +53,26 @@ def inject_fault():
     train._train = failing
 
 
-@pytest.fixture(scope="module", autouse=True)
-def cluster():
-    """One local Ray cluster (2 CPUs) for the module; shut down at its end."""
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the hook, by value: workers cannot import tests
-    env_vars = {
+def jax_env():
+    """This process's JAX settings as environment variables of a child process."""
+    return {
         "JAX_ENABLE_X64": str(jax.config.jax_enable_x64),
         "JAX_NUMPY_RANK_PROMOTION": jax.config.jax_numpy_rank_promotion,
-        "JAX_PLATFORMS": "cpu",
     }
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cluster(compile_cache):
+    """One local Ray cluster (2 CPUs) for the module; shut down at its end.
+
+    The module's sweeps use the session's persistent compilation cache (``$NTKLIB_COMPILE_CACHE``,
+    which the command line passes on to the Ray tasks): a worker that Ray starts again after a
+    kill loads the programs its predecessors compiled instead of compiling them again. At the end this
+    process returns to its own cache setting."""
+    before, env_before = jax.config.jax_compilation_cache_dir, os.environ.get(compilation.CACHE_ENV)
+    os.environ[compilation.CACHE_ENV] = str(compile_cache)
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the hook, by value: workers cannot import tests
+    env_vars = {**jax_env(), "JAX_PLATFORMS": "cpu"}
     started = time.monotonic()
     ray.init(
         num_cpus=2,
@@ -72,6 +83,11 @@ def cluster():
     )
     yield
     ray.shutdown()
+    if env_before is None:
+        del os.environ[compilation.CACHE_ENV]
+    else:
+        os.environ[compilation.CACHE_ENV] = env_before
+    compilation.use_persistent_cache(before)
     print(f"Ray module: {time.monotonic() - started:.1f} s")
 
 
@@ -112,6 +128,26 @@ def test_ray_sweep_equals_the_local_sweep_and_skips_when_rerun(local, tmp_path, 
     captured = capsys.readouterr()
     assert all(e["skipped"] and e["status"] == "finished" for e in entries(captured.out))
     assert "init" in captured.err.splitlines()[0] and len(captured.err.strip().splitlines()) == 5  # the table
+
+
+def test_ray_workers_use_the_compilation_cache_of_the_command_line(tmp_path_factory, capsys):
+    """``--compile-cache DIR`` reaches the workers: they write the programs they compile to DIR.
+
+    The driver compiles nothing (checked), so the files are the workers'. The batch sizes are
+    ones no other test uses, so the workers, which live for the module, compile them afresh."""
+    cache = tmp_path_factory.mktemp("jax_cache")  # kept for the session: the workers hold on to it
+    out = tmp_path_factory.mktemp("cached") / "ray"
+    argv = ["sweep", *BASE, "--epochs", "1", "--batch-size", "30", "--eval-batch-size", "77"]
+    argv += ["--lrs", "0.05", "--inits", "flax", "--engine", "ray", "--compile-cache", str(cache), "--out", str(out)]
+    before = jax.config.jax_compilation_cache_dir
+    try:
+        with compilation.CompileLog() as driver:
+            assert experiment.main(argv) == 0
+    finally:
+        compilation.use_persistent_cache(before)  # this process: back to its own setting
+    assert entries(capsys.readouterr().out)[0]["status"] == "finished"
+    assert driver.events == []
+    assert len(list(cache.iterdir())) > 0
 
 
 def kill_when_checkpointed(run, timeout=120.0):
@@ -200,6 +236,6 @@ def test_the_local_engine_does_not_import_ray(tmp_path):
         f"'--out', {str(tmp_path)!r}]; "
         "assert experiment.main(argv) == 0; assert 'ray' not in sys.modules, 'ray imported'"
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **jax_env()}  # JAX as here: programs from the shared cache
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr

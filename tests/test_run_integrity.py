@@ -19,9 +19,10 @@ import sys
 import time
 from pathlib import Path
 
+import jax
 import pytest
 
-from ntklib import experiment, results
+from ntklib import compilation, experiment, results
 from ntklib.sweep import run_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,11 +52,28 @@ def assert_user_error(code, err, *needles):
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    """An uninterrupted, finished run of BASE: its directory and records."""
+def reference(tmp_path_factory, compile_cache):
+    """An uninterrupted, finished run of BASE: its directory and records. Its programs go to the
+    session's persistent cache, from which the process of the kill -9 test loads them."""
     out = tmp_path_factory.mktemp("reference") / "run"
-    assert experiment.main([*BASE, "--out", str(out)]) == 0
+    before = jax.config.jax_compilation_cache_dir
+    try:
+        assert experiment.main([*BASE, "--compile-cache", str(compile_cache), "--out", str(out)]) == 0
+    finally:
+        compilation.use_persistent_cache(before)
     return out, results.read_records(out)
+
+
+def child_env(**extra):
+    """A child process's environment: JAX as in this process (float64 on, rank promotion an
+    error), so that it compiles the same programs and finds them in the shared cache."""
+    return {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "JAX_ENABLE_X64": str(jax.config.jax_enable_x64),
+        "JAX_NUMPY_RANK_PROMOTION": jax.config.jax_numpy_rank_promotion,
+        **extra,
+    }
 
 
 @pytest.fixture
@@ -73,10 +91,10 @@ def snapshot(directory):
 # --- kill -9 -------------------------------------------------------------------------------------
 
 
-def test_kill_9_at_a_random_point_then_rerun_gives_the_same_metrics(reference, tmp_path, capsys):
+def test_kill_9_at_a_random_point_then_rerun_gives_the_same_metrics(reference, tmp_path, capsys, compile_cache):
     out = tmp_path / "killed"
-    argv = [sys.executable, "-m", "ntklib.experiment", *BASE, "--out", str(out)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    argv = [sys.executable, "-m", "ntklib.experiment", *BASE, "--compile-cache", str(compile_cache), "--out", str(out)]
+    env = child_env()
     process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     rng = random.Random()
     records_seen, pause = rng.randint(1, len(reference[1]) - 1), rng.uniform(0.0, 0.05)  # a random point
