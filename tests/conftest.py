@@ -25,3 +25,17 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 def compile_cache(tmp_path_factory):
     """A persistent compilation cache directory shared by the whole session."""
     return tmp_path_factory.mktemp("jax_cache")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Run the book's chapters first, the longest (chapter 07) first of all.
+
+    ``pytest.ini_options`` runs the suite on two processes (pytest-xdist, ``--dist loadfile``: a
+    notebook's cells stay in order on one process). Starting the longest file first keeps the other
+    process busy with everything else meanwhile, instead of leaving chapter 07 to run alone at the end.
+    """
+    chapters = sorted((item for item in items if item.path.suffix == ".ipynb"), key=lambda item: item.path.name)
+    longest_first = [item for item in chapters if item.path.name.startswith("07")] + [
+        item for item in chapters if not item.path.name.startswith("07")
+    ]
+    items[:] = longest_first + [item for item in items if item.path.suffix != ".ipynb"]
