@@ -213,7 +213,7 @@ class EndOfTrainingGrams(NamedTuple):
 def _symmetric_sqrt(matrix: Array) -> Array:
     """The positive semidefinite square root; eigenvalues at rounding level count as 0."""
     evals, evecs = jnp.linalg.eigh(matrix)
-    floor = matrix.shape[0] * jnp.finfo(matrix.dtype).eps * jnp.abs(evals).max()
+    floor = matrix.shape[0] * float(np.finfo(np.dtype(matrix.dtype)).eps) * jnp.abs(evals).max()
     return (evecs * jnp.sqrt(jnp.where(evals > floor, evals, 0.0))[None, :]) @ evecs.T
 
 
