@@ -101,6 +101,22 @@ class BlockKernel:
         lammax = lamc + self.num_samples * self.other_class
         return BlockEigenvalues(lam0, lamc, lammax)
 
+    def alpha(self) -> float:
+        """α = m κ_n / λ_max = κ_n / (λ_0/m + κ_c + (K − 1) κ_n), the paper's constant in the
+        invariant (eq. 26) and in the end-of-training geometry of Appendix B.4.
+
+        It is how K_κ⁻¹ weighs the class-mean directions against the global mean: on features
+        H = M Y with no within-class part, H K_κ⁻¹ Hᵀ = (m/λ_c) M (I_K − α 1 1ᵀ) Mᵀ. Also
+        1 − K α = λ_c / λ_max, so 0 ≤ α < 1/K whenever K_κ ≻ 0 and κ_n ≥ 0; α = 0 iff κ_n = 0, and
+        α → 1/K iff λ_c / λ_max → 0.
+
+        Example:
+            >>> k = BlockKernel(3.0, 1.0, 0.2, num_classes=4, per_class=5)
+            >>> round(k.alpha(), 12), round(1 - 4 * k.alpha(), 12)  # λ_c/λ_max = 6/10
+            (0.1, 0.6)
+        """
+        return self.per_class * self.other_class / self.eigenvalues().lammax
+
     def is_positive_definite(self) -> bool:
         """True iff λ_0, λ_c and λ_max are all positive."""
         return bool(min(self.eigenvalues()) > 0)

@@ -27,11 +27,13 @@ Example:
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import Array
-from jax.typing import DTypeLike
+from jax.typing import ArrayLike, DTypeLike
 
 from ntklib.block_kernel import BlockKernel
 
@@ -158,18 +160,29 @@ def off_diagonal(matrix: Array) -> Array:
     return matrix[~np.eye(k, dtype=bool)]
 
 
+def _ratio(z: float, num_classes: int) -> float:
+    """f(z) = (z − 1)/(z + K − 1), the pairwise cosine of a Gram matrix ∝ I + ((z − 1)/K) 1 1ᵀ."""
+    return (z - 1) / (z + num_classes - 1)
+
+
 def equal_bias_cosines(bias_value: float, kernel: BlockKernel) -> tuple[float, float]:
     """Closed-form angles of the end-of-training geometry with equal biases b = β 1 (App. B.4).
 
     At the end of training with H₂ = 0 and E = 0 the class means M and classifier W satisfy
-    W M = I_K − β 1 1ᵀ and WᵀW = (m/λ_c) M (I_K − α 1 1ᵀ) Mᵀ with α = m κ_n / λ_max. Writing
-    MᵀM = a (I + x 1 1ᵀ) with a = √(λ_c/m), these give, with u = 1 − α K = λ_c/λ_max::
+    W M = I_K − β 1 1ᵀ and WᵀW = (m/λ_c) M (I_K − α 1 1ᵀ) Mᵀ with α = m κ_n / λ_max
+    (:meth:`~ntklib.block_kernel.BlockKernel.alpha`). Writing MᵀM = a (I + x 1 1ᵀ) with
+    a = √(λ_c/m), these give, with u = 1 − α K = λ_c/λ_max::
 
         x = (|1 − K β| / √u − 1) / K,
-        W Wᵀ = a⁻¹ (I − q 1 1ᵀ),  q = p + y − K p y,  p = 2β − K β²,  y = x / (1 + K x),
+        W Wᵀ = a⁻¹ (I − q 1 1ᵀ),  q = p + y − K p y,  p = 2β − K β²,  y = x / (1 + K x).
 
-    so the class means meet at cos = x/(1 + x) and the classifier rows at cos = −q/(1 − q). At
-    β = 1/K both frames are the simplex ETF, cos = −1/(K − 1); otherwise the angles differ (no NC3).
+    Both simplify with s = |1 − K β| / √u: K x = s − 1 and K q = 1 − u s, so that, with
+    f(z) = (z − 1)/(z + K − 1), strictly increasing for z ≥ 0::
+
+        cos(class means) = x/(1 + x) = f(s),    cos(classifier rows) = −q/(1 − q) = f(u s).
+
+    At β = 1/K (s = 0) both are the simplex ETF, f(0) = −1/(K − 1). Otherwise they are equal iff
+    u = 1, i.e. α = 0 (κ_n = 0), and even then NC3 fails, since x describes the non-centred means.
     The derivation is in the chapter "Neural collapse from NTK alignment".
 
     Args:
@@ -184,8 +197,81 @@ def equal_bias_cosines(bias_value: float, kernel: BlockKernel) -> tuple[float, f
         raise ValueError(f"bias_value must differ from 1/K = {1 / k}; there both frames are the simplex ETF")
     _, lamc, lammax = kernel.check_positive_definite().eigenvalues()
     u = lamc / lammax
-    x = (abs(1 - k * bias_value) / u**0.5 - 1) / k
-    p = 2 * bias_value - k * bias_value**2
-    y = x / (1 + k * x)
-    q = p + y - k * p * y
-    return x / (1 + x), -q / (1 - q)
+    s = abs(1 - k * bias_value) / u**0.5
+    return _ratio(s, k), _ratio(u * s, k)
+
+
+class EndOfTrainingGrams(NamedTuple):
+    """Gram matrices of the end-of-training geometry with general biases, each (K, K)."""
+
+    means: Array
+    """G = MᵀM, the Gram matrix of the (non-centred) class means."""
+    classifier: Array
+    """W Wᵀ, the Gram matrix of the classifier rows."""
+
+
+def _symmetric_sqrt(matrix: Array) -> Array:
+    """The positive semidefinite square root; eigenvalues at rounding level count as 0."""
+    evals, evecs = jnp.linalg.eigh(matrix)
+    floor = matrix.shape[0] * float(np.finfo(np.dtype(matrix.dtype)).eps) * jnp.abs(evals).max()
+    return (evecs * jnp.sqrt(jnp.where(evals > floor, evals, 0.0))[None, :]) @ evecs.T
+
+
+def end_of_training_grams(bias: ArrayLike, kernel: BlockKernel) -> EndOfTrainingGrams:
+    """The class-mean and classifier Gram matrices at the end of training for any biases (App. B.4).
+
+    With H₂ = 0, E = 0 and zero loss, B := W M = I_K − b 1ᵀ and
+    WᵀW = (m/λ_c) M (I − α 1 1ᵀ) Mᵀ (α = :meth:`~ntklib.block_kernel.BlockKernel.alpha`), so
+    G = MᵀM solves G (I − α J) G = a² BᵀB with a = √(λ_c/m), J = 1 1ᵀ. With
+    S = (I − α J)^{1/2} = C + √u J/K (C = I − J/K, u = 1 − K α), its positive semidefinite
+    solution is unique::
+
+        G = a S⁻¹ (S BᵀB S)^{1/2} S⁻¹,        W Wᵀ = B G⁺ Bᵀ       # (K, K) each
+
+    (the rows of W lie in the span of the class means, so W = B G⁺ Mᵀ; G is singular, with
+    kernel span{b}, exactly when 1ᵀb = 1, e.g. for b = 1/K, where G = a C and W Wᵀ = C/a as in
+    Theorem 5.2). For equal biases the angles are :func:`equal_bias_cosines`. The geometry depends
+    on the kernel only through a (a scale) and α.
+
+    Args:
+        bias: b (K,), any real values.
+        kernel: the positive definite feature kernel.
+
+    Returns:
+        EndOfTrainingGrams(means = MᵀM, classifier = W Wᵀ).
+    """
+    k = kernel.num_classes
+    b = jnp.asarray(bias, dtype=jnp.result_type(float))
+    if b.shape != (k,):
+        raise ValueError(f"bias must have shape (K,) = ({k},), got {b.shape}")
+    _, lamc, lammax = kernel.check_positive_definite().eigenvalues()
+    a, u = (lamc / kernel.per_class) ** 0.5, lamc / lammax
+    eye, avg = jnp.eye(k, dtype=b.dtype), jnp.full((k, k), 1.0 / k, dtype=b.dtype)
+    s, s_inv = (eye - avg) + u**0.5 * avg, (eye - avg) + avg / u**0.5
+    bmat = eye - jnp.outer(b, jnp.ones(k, dtype=b.dtype))
+    means = a * s_inv @ _symmetric_sqrt(s @ bmat.T @ bmat @ s) @ s_inv
+    means = (means + means.T) / 2
+    return EndOfTrainingGrams(means, bmat @ jnp.linalg.pinv(means, hermitian=True) @ bmat.T)
+
+
+def end_of_training_collapse(bias: ArrayLike, kernel: BlockKernel) -> tuple[float, float]:
+    """NC2 and NC3 of the end-of-training geometry of :func:`end_of_training_grams`, in closed form.
+
+    With C = I − J/K the centred means M̃ = M C have Gram C G C, and tr(W M̃) = tr(B C) = K − 1, so::
+
+        NC2 = ‖ C G C/‖C G C‖_F − C/√(K − 1) ‖_F,
+        NC3 = (2 − 2 (K − 1) / √(tr(C G C) tr(W Wᵀ)))^{1/2}.
+
+    Both depend on the biases and on α only; they vanish for b = 1/K and tend to 0 as α → 1/K for
+    any biases (remark on α → 1/K in App. B.4).
+
+    Returns:
+        (NC2, NC3) as :func:`nc2_etf_distance` and :func:`nc3_self_duality` would measure them.
+    """
+    grams = end_of_training_grams(bias, kernel)
+    k = kernel.num_classes
+    centring = jnp.eye(k) - jnp.ones((k, k)) / k
+    centred = centring @ grams.means @ centring
+    nc2 = jnp.linalg.norm(centred / jnp.linalg.norm(centred) - simplex_etf_gram(k, centred.dtype))
+    cosine = (k - 1) / jnp.sqrt(jnp.trace(centred) * jnp.trace(grams.classifier))
+    return float(nc2), float(jnp.sqrt(jnp.clip(2 - 2 * cosine, 0.0)))

@@ -122,8 +122,7 @@ def paper_scaled_invariant(weights: Array, features: Array, kernel: BlockKernel)
     t = invariant_terms(weights, features, kernel)
     lam0, lamc, _ = kernel.check_positive_definite().eigenvalues()
     k, m = kernel.num_classes, kernel.per_class
-    alpha = kernel.other_class / (lam0 / m + kernel.same_class + (k - 1) * kernel.other_class)
-    return lamc * t.wtw - m * t.mmt - (lamc / lam0) * t.h2h2t + alpha * k**2 * m * t.mean_outer
+    return lamc * t.wtw - m * t.mmt - (lamc / lam0) * t.h2h2t + kernel.alpha() * k**2 * m * t.mean_outer
 
 
 def end_of_training_invariant(weights: Array, features: Array, lam0: float) -> Array:
@@ -169,18 +168,77 @@ def zero_invariant_state(
 
     H₀ = A Z with A (d, K) and Z (K, N) Gaussian (Z P with P = I − 1 1ᵀ/N when ``centred``, so that
     h̄ = 0), and W₀ = (Z K_κ⁻¹ Zᵀ)^{1/2} Aᵀ, so that W₀ᵀW₀ = H₀ K_κ⁻¹ H₀ᵀ. b₀ = 0.
+    :func:`psd_invariant_state` with ``excess = 0`` returns the same state.
 
     Returns:
         (H₀ (d, N), W₀ (K, d), b₀ (K,)).
     """
+    excess = jnp.zeros((kernel.num_classes, kernel.num_classes), dtype)
+    return psd_invariant_state(key, kernel, feature_dim, excess, scale=scale, centred=centred, dtype=dtype)
+
+
+def _check_excess(excess: Array, num_classes: int) -> None:
+    if excess.shape != (num_classes, num_classes):
+        raise ValueError(f"excess must be (K, K) = ({num_classes}, {num_classes}), got shape {excess.shape}")
+    concrete = np.asarray(excess, dtype=np.float64)
+    scale = max(1.0, float(np.abs(concrete).max()))
+    if not np.allclose(concrete, concrete.T, rtol=0.0, atol=1e-12 * scale):
+        raise ValueError("excess must be symmetric")
+    low = float(np.linalg.eigvalsh(concrete).min())
+    if low < -1e-12 * scale:
+        raise ValueError(f"excess must be positive semidefinite, got smallest eigenvalue {low:.3g}")
+
+
+def psd_invariant_state(
+    key: Array,
+    kernel: BlockKernel,
+    feature_dim: int,
+    excess: Array,
+    *,
+    scale: float = 0.1,
+    centred: bool = True,
+    dtype: DTypeLike = jnp.float64,
+) -> tuple[Array, Array, Array]:
+    """An initial (H₀, W₀, b₀) with a positive semidefinite invariant E = A D Aᵀ (remark (5) of §5.3).
+
+    H₀ = A Z as in :func:`zero_invariant_state`, and W₀ = (Z K_κ⁻¹ Zᵀ + D)^{1/2} Aᵀ, so that::
+
+        E = W₀ᵀW₀ − H₀ K_κ⁻¹ H₀ᵀ = A (Z K_κ⁻¹ Zᵀ + D − Z K_κ⁻¹ Zᵀ) Aᵀ = A D Aᵀ ⪰ 0,   # (d, d)
+
+    of the rank of D (A has full column rank almost surely). b₀ = 0.
+
+    Args:
+        key: PRNG key; the same key gives the same H₀ (and A, Z) for every D.
+        excess: D (K, K), symmetric positive semidefinite. D = 0 gives E = 0.
+        scale: standard deviation of the entries of A.
+        centred: centre Z, so that h̄ = 0.
+
+    Returns:
+        (H₀ (d, N), W₀ (K, d), b₀ (K,)).
+
+    Raises:
+        ValueError: naming ``feature_dim`` when it is below K, or ``excess`` when it is not a
+            symmetric positive semidefinite (K, K) matrix.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, numpy as np
+        >>> jax.config.update("jax_enable_x64", True)
+        >>> kernel = BlockKernel(2.0, 0.8, 0.1, num_classes=3, per_class=4)
+        >>> h, w, b = psd_invariant_state(jax.random.key(0), kernel, 5, jnp.diag(jnp.array([1.0, 0, 0])))
+        >>> e = np.linalg.eigvalsh(invariant(w, h, kernel))
+        >>> bool(e.min() > -1e-12), int(np.sum(e > 1e-9))  # E ⪰ 0, of rank 1
+        (True, 1)
+    """
     if feature_dim < kernel.num_classes:
         raise ValueError(f"feature_dim must be >= num_classes = {kernel.num_classes}, got {feature_dim}")
+    excess = jnp.asarray(excess, dtype)
+    _check_excess(excess, kernel.num_classes)
     k_a, k_z = jax.random.split(key)
     a = scale * jax.random.normal(k_a, (feature_dim, kernel.num_classes), dtype)
     z = jax.random.normal(k_z, (kernel.num_classes, kernel.num_samples), dtype)
     if centred:
         z = z - z.mean(axis=1, keepdims=True)
-    s = z @ kernel.inverse(dtype) @ z.T
+    s = z @ kernel.inverse(dtype) @ z.T + excess
     evals, evecs = jnp.linalg.eigh(s)
     sqrt_s = (evecs * jnp.sqrt(jnp.clip(evals, 0.0))[None, :]) @ evecs.T
     return a @ z, sqrt_s @ a.T, jnp.zeros(kernel.num_classes, dtype)

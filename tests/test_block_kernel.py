@@ -74,6 +74,33 @@ def test_eigenvalues_and_multiplicities_vs_eigh(k, m, kappa):
 
 @pytest.mark.parametrize("k,m", GRID)
 @pytest.mark.parametrize("kappa", KAPPAS)
+def test_alpha_vs_paper_formula_and_dense_inverse(k, m, kappa):
+    """α = κ_n/(λ_0/m + κ_c + (K − 1)κ_n) (the paper's form), 1 − Kα = λ_c/λ_max, and on features
+    H = M Y without within-class part, H K⁻¹ Hᵀ = (m/λ_c) M (I − α 1 1ᵀ) Mᵀ with the dense inverse."""
+    kd, kc, kn = kappa
+    kern = BlockKernel(*kappa, num_classes=k, per_class=m)
+    alpha = kern.alpha()
+    assert alpha == pytest.approx(kn / ((kd - kc) / m + kc + (k - 1) * kn), rel=1e-13)
+    lam0, lamc, lammax = table1(*kappa, k, m)
+    assert 1 - k * alpha == pytest.approx(lamc / lammax, rel=1e-13)
+    rng = np.random.default_rng(k * 10 + m)
+    means = rng.normal(size=(k + 2, k))
+    h = np.repeat(means, m, axis=1)  # every sample on its class mean
+    dense = h @ np.linalg.inv(naive_matrix(*kappa, k, m)) @ h.T
+    folded = (m / lamc) * means @ (np.eye(k) - alpha * np.ones((k, k))) @ means.T
+    np.testing.assert_allclose(folded, dense, rtol=1e-10, atol=1e-12)
+
+
+def test_alpha_limits():
+    """α = 0 iff κ_n = 0; α → 1/K when the kernel stops telling same-class from other-class pairs."""
+    assert BlockKernel(2.0, 0.8, 0.0, num_classes=4, per_class=5).alpha() == 0.0
+    alphas = [BlockKernel(c + 1.0, c, c, num_classes=4, per_class=5).alpha() for c in (1.0, 1e2, 1e4)]
+    assert alphas[0] < alphas[1] < alphas[2] < 0.25
+    assert 0.25 - alphas[2] < 1e-5
+
+
+@pytest.mark.parametrize("k,m", GRID)
+@pytest.mark.parametrize("kappa", KAPPAS)
 def test_eigenvectors_of_table1(k, m, kappa):
     """K_κ 1 = λ_max 1; K_κ (v ⊗ 1) = λ_c (v ⊗ 1), v ⊥ 1; K_κ (e_k ⊗ u) = λ_0 (e_k ⊗ u), u ⊥ 1."""
     rng = np.random.default_rng(0)

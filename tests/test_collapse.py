@@ -10,6 +10,8 @@ from ntklib.block_kernel import BlockKernel
 from ntklib.collapse import (
     centred_class_means,
     class_means,
+    end_of_training_collapse,
+    end_of_training_grams,
     equal_bias_cosines,
     nc1_trace,
     nc1_within_class_std,
@@ -365,3 +367,108 @@ def test_labels_outside_the_classes_are_refused(bad):
     if bad < 0:
         with pytest.raises(ValueError, match="labels must be >= 0"):
             nc1_within_class_std(features, labels)
+
+
+# ---------------------------------------------------------------- general biases (App. B.4)
+
+
+def _psd_sqrt(matrix):
+    evals, evecs = np.linalg.eigh(matrix)
+    return (evecs * np.sqrt(np.where(evals > 1e-12 * evals.max(), evals, 0.0))) @ evecs.T
+
+
+@pytest.mark.parametrize("k", KS)
+@pytest.mark.parametrize("kappa", [(3.0, 1.0, 0.2), (2.0, 0.8, 0.0), (11.0, 10.0, 10.0)])
+def test_end_of_training_grams_solve_the_defining_equations(k, kappa):
+    """G ⪰ 0 solves G (I − αJ) G = (λ_c/m) BᵀB with B = I − b1ᵀ; W Wᵀ = B G⁻¹ Bᵀ; and a factor
+    M = G^{1/2}, W = B G⁻¹ M satisfies W M = B and WᵀW = (m/λ_c) M (I − αJ) Mᵀ."""
+    m = 3
+    kern = BlockKernel(*kappa, num_classes=k, per_class=m)
+    lamc, alpha = kern.eigenvalues().lamc, kern.alpha()
+    rng = np.random.default_rng(k)
+    bias = rng.uniform(-0.3, 0.6, size=k)
+    grams = end_of_training_grams(bias, kern)
+    g, wwt = np.asarray(grams.means), np.asarray(grams.classifier)
+    bmat = np.eye(k) - np.outer(bias, np.ones(k))
+    aj = np.eye(k) - alpha * np.ones((k, k))
+    assert np.linalg.eigvalsh(g).min() > 0
+    np.testing.assert_allclose(g @ aj @ g, (lamc / m) * bmat.T @ bmat, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(wwt, bmat @ np.linalg.inv(g) @ bmat.T, rtol=1e-10, atol=1e-12)
+    means = _psd_sqrt(g)  # any M with MᵀM = G, here (K, K)
+    w = bmat @ np.linalg.inv(g) @ means.T
+    check_factor(w, means, bmat, (m / lamc) * aj)
+
+
+def check_factor(w, means, bmat, weight):
+    """W M = B and WᵀW = M (weight) Mᵀ: the two relations of the end of training."""
+    np.testing.assert_allclose(w @ means, bmat, atol=1e-10)
+    np.testing.assert_allclose(w.T @ w, means @ weight @ means.T, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("k", KS)
+def test_end_of_training_grams_biases_summing_to_one(k):
+    """1ᵀb = 1 (e.g. b = 1/K): G is singular with kernel span{b}; b = 1/K gives Theorem 5.2."""
+    m = 3
+    kern = BlockKernel(3.0, 1.0, 0.2, num_classes=k, per_class=m)
+    lamc, alpha = kern.eigenvalues().lamc, kern.alpha()
+    a, centring = np.sqrt(lamc / m), np.eye(k) - np.ones((k, k)) / k
+    grams = end_of_training_grams(np.full(k, 1.0 / k), kern)
+    np.testing.assert_allclose(np.asarray(grams.means), a * centring, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(grams.classifier), centring / a, atol=1e-12)
+    bias = np.random.default_rng(k).uniform(-0.3, 0.6, size=k)
+    bias += (1 - bias.sum()) / k
+    g = np.asarray(end_of_training_grams(bias, kern).means)
+    np.testing.assert_allclose(g @ bias, 0.0, atol=1e-12)
+    bmat = np.eye(k) - np.outer(bias, np.ones(k))
+    means = _psd_sqrt(g)
+    check_factor(bmat @ np.linalg.pinv(g) @ means.T, means, bmat, (m / lamc) * (np.eye(k) - alpha * np.ones((k, k))))
+
+
+@pytest.mark.parametrize("k", KS)
+def test_end_of_training_grams_equal_biases_match_closed_form_angles(k):
+    kern = BlockKernel(3.0, 1.0, 0.2, num_classes=k, per_class=2)
+    for beta in (-0.5, 0.0, 1.0 / k + 0.1, 1.0):
+        grams = end_of_training_grams(np.full(k, beta), kern)
+        cos_m, cos_w = equal_bias_cosines(beta, kern)
+        g, wwt = np.asarray(grams.means), np.asarray(grams.classifier)
+        np.testing.assert_allclose(off_diagonal(g / np.sqrt(np.outer(np.diag(g), np.diag(g)))), cos_m, atol=1e-12)
+        np.testing.assert_allclose(off_diagonal(wwt / np.sqrt(np.outer(np.diag(wwt), np.diag(wwt)))), cos_w, atol=1e-12)
+
+
+def test_equal_bias_cosines_equal_iff_alpha_zero():
+    """The two frames meet at the same angle for every β when κ_n = 0 (α = 0), and never otherwise."""
+    for beta in (-0.5, 0.0, 0.1, 0.6):
+        cos_m, cos_w = equal_bias_cosines(beta, BlockKernel(2.0, 0.8, 0.0, num_classes=4, per_class=5))
+        assert cos_m == pytest.approx(cos_w, abs=1e-14)
+        cos_m, cos_w = equal_bias_cosines(beta, BlockKernel(2.0, 0.8, 0.01, num_classes=4, per_class=5))
+        assert abs(cos_m - cos_w) > 1e-4
+
+
+def test_end_of_training_collapse_vs_simulation_and_limits():
+    """Frozen unequal biases, uncentred flow from E = 0: the simulated NC2 and NC3 at the end of
+    training equal the closed form; the closed form vanishes at b = 1/K and as α → 1/K."""
+    k, m, d = 3, 2, 4
+    kern = BlockKernel(3.0, 1.0, 0.2, num_classes=k, per_class=m)
+    labels = np.repeat(np.arange(k), m)
+    h0, w0, _ = zero_invariant_state(jax.random.key(1), kern, d, scale=1.0, centred=False)
+    field = theorem41_vector_field(kern, centred=False, train_bias=False)
+    bias = jnp.array([-0.1, 0.2, 0.5])
+    traj = integrate(field, FlowState(h0, w0, bias), jnp.array([0.0, 60.0]))
+    h, w, b = (x[-1] for x in traj.states)
+    assert float(jnp.linalg.norm(residual(w, h, b, k, m))) < 1e-8
+    nc2, nc3 = end_of_training_collapse(bias, kern)
+    assert nc2 > 1e-3 and nc3 > 1e-2
+    assert float(nc2_etf_distance(h, labels)) == pytest.approx(nc2, abs=1e-7)
+    assert float(nc3_self_duality(w, h, labels)) == pytest.approx(nc3, abs=1e-7)
+    assert max(end_of_training_collapse(np.full(k, 1.0 / k), kern)) < 1e-7  # Theorem 5.2
+    near = BlockKernel(1.0 + 1e6, 1e6, 1e6, num_classes=k, per_class=m)  # 1 − Kα ≈ 2e-7
+    nc2_near, nc3_near = end_of_training_collapse(bias, near)
+    assert nc2_near < 1e-5 * nc2 and nc3_near < 0.1 * nc3
+
+
+def test_end_of_training_grams_rejects_bad_bias():
+    kern = BlockKernel(3.0, 1.0, 0.2, num_classes=3, per_class=2)
+    with pytest.raises(ValueError, match="bias must have shape"):
+        end_of_training_grams(np.zeros(2), kern)
+    with pytest.raises(ValueError, match="lam0"):
+        end_of_training_grams(np.zeros(3), BlockKernel(1.0, 2.0, 0.1, num_classes=3, per_class=2))

@@ -17,6 +17,7 @@ from ntklib.invariant import (
     invariant_metrics,
     invariant_terms,
     paper_scaled_invariant,
+    psd_invariant_state,
     within_class_basis,
     zero_invariant_state,
 )
@@ -268,3 +269,53 @@ def test_zero_invariant_state_rejects_non_positive_definite_kernel():
     kern = BlockKernel(1.0, 2.0, 0.2, num_classes=3, per_class=2)
     with pytest.raises(ValueError, match="lam0"):
         zero_invariant_state(jax.random.key(0), kern, 4)
+
+
+# ---------------------------------------------------------------- positive semidefinite invariant (remark 5)
+
+
+def _random_psd(rng, k, rank):
+    b = rng.normal(size=(k, rank))
+    return b @ b.T
+
+
+@pytest.mark.parametrize("k,m", GRID)
+@pytest.mark.parametrize("centred", [True, False])
+def test_psd_invariant_state(k, m, centred):
+    """E = A D Aᵀ: positive semidefinite, of the rank of D, linear in D (same key, same H₀),
+    checked with the dense inverse; D = 0 gives exactly the zero-invariant state."""
+    kappa = KAPPAS[0]
+    kern = BlockKernel(*kappa, num_classes=k, per_class=m)
+    d, key = k + 2, jax.random.key(k * 10 + m)
+    rng = np.random.default_rng(k + m)
+    zero = zero_invariant_state(key, kern, d, scale=0.5, centred=centred)
+    same = psd_invariant_state(key, kern, d, np.zeros((k, k)), scale=0.5, centred=centred)
+    for x, y in zip(zero, same, strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    for rank in range(1, k + 1):
+        excess = _random_psd(rng, k, rank)
+        h, w, b = (np.asarray(x) for x in psd_invariant_state(key, kern, d, excess, scale=0.5, centred=centred))
+        np.testing.assert_array_equal(h, np.asarray(zero[0]))
+        np.testing.assert_array_equal(b, 0.0)
+        e = dense_invariant(w, h, kappa, k, m)
+        evals = np.linalg.eigvalsh(e)
+        assert evals.min() > -1e-10 * evals.max()
+        assert np.sum(evals > 1e-8 * evals.max()) == rank
+        _, w2, _ = psd_invariant_state(key, kern, d, 2 * excess, scale=0.5, centred=centred)
+        np.testing.assert_allclose(dense_invariant(np.asarray(w2), h, kappa, k, m), 2 * e, rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize(
+    "excess, message",
+    [
+        (np.eye(2), "excess must be .K, K."),
+        (np.array([[1.0, 0.5, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]), "excess must be symmetric"),
+        (np.diag([1.0, -0.1, 0.0]), "excess must be positive semidefinite"),
+    ],
+)
+def test_psd_invariant_state_rejects_bad_excess(excess, message):
+    kern = BlockKernel(3.0, 1.0, 0.2, num_classes=3, per_class=2)
+    with pytest.raises(ValueError, match=message):
+        psd_invariant_state(jax.random.key(0), kern, 4, excess)
+    with pytest.raises(ValueError, match="feature_dim"):
+        psd_invariant_state(jax.random.key(0), kern, 2, np.eye(3))
