@@ -28,7 +28,7 @@ BOOK = Path(__file__).resolve().parent.parent / "book"
 def checks_output(nb: nbformat.NotebookNode) -> str:
     """The printed output of every code cell after the ``## Checks`` heading."""
     start = next(
-        (i for i, c in enumerate(nb.cells) if c.cell_type == "markdown" and c.source.startswith("## Checks")), None
+        (i for i, c in enumerate(nb.cells) if c.cell_type == "markdown" and "## Checks" in c.source.splitlines()), None
     )
     if start is None:
         return ""

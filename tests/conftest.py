@@ -27,15 +27,27 @@ def compile_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("jax_cache")
 
 
-def pytest_collection_modifyitems(config, items):
-    """Run the book's chapters first, the longest (chapter 07) first of all.
+def _longest_first(item) -> tuple[int, str]:
+    """Sort key: chapter 07, the other chapters, the chapters' paper branches, then the unit tests."""
+    name = item.path.name
+    if item.path.suffix == ".ipynb":
+        return (0 if name.startswith("07") else 1, name)
+    return (2, "") if name == "test_paper_branches.py" else (3, "")
 
-    ``pytest.ini_options`` runs the suite on two processes (pytest-xdist, ``--dist loadfile``: a
-    notebook's cells stay in order on one process). Starting the longest file first keeps the other
-    process busy with everything else meanwhile, instead of leaving chapter 07 to run alone at the end.
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Schedule the suite on two processes, the longest work first.
+
+    ``pyproject.toml`` runs pytest-xdist with ``--dist loadgroup``: every item here gets the group of
+    its file, so a notebook's cells stay in order on one process and a module's fixtures are built
+    once. Each chapter's paper-branch case is a group of its own, so those spread over both processes.
+    Chapter 07 starts first: the other process meanwhile works through everything else, instead of
+    leaving chapter 07 to run alone at the end. (Runs before xdist reads the groups: ``tryfirst``.)
     """
-    chapters = sorted((item for item in items if item.path.suffix == ".ipynb"), key=lambda item: item.path.name)
-    longest_first = [item for item in chapters if item.path.name.startswith("07")] + [
-        item for item in chapters if not item.path.name.startswith("07")
-    ]
-    items[:] = longest_first + [item for item in items if item.path.suffix != ".ipynb"]
+    for item in items:
+        group = str(item.path)
+        if item.path.name == "test_paper_branches.py":
+            group += f"[{item.callspec.id}]"
+        item.add_marker(pytest.mark.xdist_group(group))
+    items.sort(key=_longest_first)  # stable: a file's own order is kept

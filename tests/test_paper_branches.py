@@ -79,6 +79,6 @@ def test_paper_branch_executes_at_smoke_size(tmp_path, monkeypatch, chapter, moc
 
     text = stdout_of(nb)
     assert "paper (smoke size)" in text, "the paper branch did not run at its smoke size"
-    headings = [c.source.splitlines()[0] for c in nb.cells if c.cell_type == "markdown" and c.source]
+    headings = [line for c in nb.cells if c.cell_type == "markdown" for line in c.source.splitlines()]
     assert "## Checks" in headings, f"{chapter} has no ## Checks section"
     assert sorted(p.relative_to(BOOK) for p in BOOK.rglob("*")) == before, "the chapter wrote into book/"
