@@ -50,6 +50,8 @@ passes (samples processed ``sample_chunk_size`` at a time with ``lax.map``; a ro
 XLA:CPU, so use it only when memory demands). Off-diagonal feature
 blocks Θʰ_{jj'} couple neuron chunks; with n_c = ceil(d / chunk_size) > 1 chunks they are obtained
 by recomputing the Jacobian of every other chunk, i.e. at about (n_c + 1) times the Jacobian cost.
+:func:`feature_norms_fn` gives the norms ‖Θʰ_{jj'}‖_F of the cross-blocks of a chosen subset of
+n neurons from the Jacobian rows of those neurons only (n²N²P flops instead of d²N²P).
 
 Example:
     >>> model = build_model("mlp", 3)  # doctest: +SKIP
