@@ -50,6 +50,8 @@ passes (samples processed ``sample_chunk_size`` at a time with ``lax.map``; a ro
 XLA:CPU, so use it only when memory demands). Off-diagonal feature
 blocks Θʰ_{jj'} couple neuron chunks; with n_c = ceil(d / chunk_size) > 1 chunks they are obtained
 by recomputing the Jacobian of every other chunk, i.e. at about (n_c + 1) times the Jacobian cost.
+:func:`feature_norms_fn` gives the norms ‖Θʰ_{jj'}‖_F of the cross-blocks of a chosen subset of
+n neurons from the Jacobian rows of those neurons only (n²N²P flops instead of d²N²P).
 
 **Chunk loop.** ``loop`` chooses how the loop over neuron chunks is compiled. "unrolled" is a
 Python loop: XLA sees one copy of the chunk's backward passes per chunk, which runs fastest on
@@ -91,6 +93,7 @@ __all__ = [
     "block_ntk_fn",
     "block_ntk",
     "frobenius_norms",
+    "feature_norms_fn",
 ]
 
 PyTree = Any
@@ -320,6 +323,19 @@ def _rolled_chunks(chunk_jacobian, bases: np.ndarray, w: Array, want_cross: bool
     return _Chunks(diag.reshape(n_chunks * dc, n, n), g, cross_all)
 
 
+def _feature_jacobian(split: ClassifierSplit, x: Array, basis: ArrayLike, sample_chunk_size: int | None) -> list[Array]:
+    """Feature Jacobian rows ∂(basis · h(x_a))/∂θ of all samples: leaves (N, n, p) for basis (n, d)."""
+
+    def sample_rows(xi: Array) -> list[Array]:
+        _, vjp = jax.vjp(lambda t: split.features(t, xi[None])[0], split.feature_params)
+        (rows,) = jax.vmap(vjp)(basis)
+        return _flat_leaves(rows, 1)
+
+    if sample_chunk_size is None or sample_chunk_size >= x.shape[0]:
+        return jax.vmap(sample_rows)(x)
+    return lax.map(sample_rows, x, batch_size=int(sample_chunk_size))
+
+
 def _block_ntk(
     model,
     variables: PyTree,
@@ -340,17 +356,8 @@ def _block_ntk(
     # Rows of the identity (padded with zero rows to n_chunks * dc): cotangents selecting neurons.
     bases = np.eye(n_chunks * dc, d, dtype=dtype).reshape(n_chunks, dc, d)
 
-    def sample_rows(xi: Array, basis: ArrayLike) -> list[Array]:
-        """∂(basis · h(xi))/∂θ for one sample: leaves (dc, p)."""
-        _, vjp = jax.vjp(lambda t: split.features(t, xi[None])[0], theta)
-        (rows,) = jax.vmap(vjp)(basis)
-        return _flat_leaves(rows, 1)
-
     def chunk_jacobian(basis: ArrayLike) -> list[Array]:
-        """Feature Jacobian rows of the chunk's neurons for all samples: leaves (N, dc, p)."""
-        if sample_chunk_size is None or sample_chunk_size >= n:
-            return jax.vmap(sample_rows, in_axes=(0, None))(x, basis)
-        return lax.map(lambda xi: sample_rows(xi, basis), x, batch_size=int(sample_chunk_size))
+        return _feature_jacobian(split, x, basis, sample_chunk_size)
 
     want_feat_off = offdiag in (OffDiagonal.NORMS, OffDiagonal.FULL)
     if loop is ChunkLoop.ROLLED and n_chunks > 1:  # one chunk: the two forms are the same program
@@ -469,3 +476,52 @@ def block_ntk(
 ) -> BlockNTK:
     """One-shot :func:`block_ntk_fn` (the jitted function is cached per model and options)."""
     return _cached_ntk_fn(model, OffDiagonal(offdiag), chunk_size, sample_chunk_size, resolve_loop(loop))(variables, x)
+
+
+def feature_norms_fn(
+    model, neurons: ArrayLike, *, sample_chunk_size: int | None = None
+) -> Callable[[PyTree, Array], Array]:
+    """A jitted ``fn(variables, x) -> (n, n)`` of ‖Θʰ_{jj'}‖_F for j, j' in a subset of neurons.
+
+    The feature cross-blocks of :func:`block_ntk_fn` (``offdiag="norms"``) cost d²N²P flops for all
+    d neurons; restricted to n of them they cost n²N²P, plus the Jacobian of those n rows only:
+
+        Θʰ_{jj'}(x_a, x_b) = J_j(x_a) J_{j'}(x_b)ᵀ,   out[s, t] = ‖Θʰ_{neurons[s] neurons[t]}‖_F.
+
+    Args:
+        model: a :class:`~ntklib.models.Classifier`.
+        neurons: n distinct feature indices in [0, d), n >= 1.
+        sample_chunk_size: samples per vmapped backward batch (None: all N), as in
+            :func:`block_ntk_fn`.
+
+    Returns:
+        ``fn(variables, x)`` -> (n, n) Frobenius norms over the N×N sample pairs, in eval mode.
+
+    Example:
+        >>> norms = feature_norms_fn(model, neurons=range(16))(variables, x)  # doctest: +SKIP
+        >>> norms.shape  # (16, 16): diagonal ‖Θʰ_jj‖_F, off-diagonal ‖Θʰ_{jj'}‖_F  # doctest: +SKIP
+    """
+    idx = np.asarray(neurons)
+    if idx.ndim != 1 or idx.size == 0 or not np.issubdtype(idx.dtype, np.integer) or idx.min() < 0:
+        raise ValueError(f"neurons must be a non-empty 1-D sequence of indices >= 0, got {neurons!r}")
+    if len(np.unique(idx)) != idx.size:
+        raise ValueError(f"neurons must be distinct, got {idx.tolist()}")
+    if sample_chunk_size is not None and (int(sample_chunk_size) != sample_chunk_size or sample_chunk_size < 1):
+        raise ValueError(f"sample_chunk_size must be a positive integer or None, got {sample_chunk_size!r}")
+
+    def norms(variables: PyTree, x: Array) -> Array:
+        split = split_classifier(model, variables)
+        d = split.weights.shape[1]
+        if idx.max() >= d:
+            raise ValueError(f"neurons must lie in [0, d = {d}), got {idx.max()}")
+        basis = np.eye(d, dtype=x.dtype)[idx]  # (n, d) one-hot rows
+        rows = _feature_jacobian(split, x, basis, sample_chunk_size)  # leaves (N, n, p)
+        return frobenius_norms(_sum_einsum("ajp,bkp->jkab", rows, rows))
+
+    jitted = jax.jit(norms)
+
+    def fn(variables: PyTree, x: ArrayLike) -> Array:
+        with jax.default_matmul_precision("highest"):
+            return jitted(variables, jnp.asarray(x))
+
+    return fn

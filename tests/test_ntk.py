@@ -13,7 +13,7 @@ from jax.flatten_util import ravel_pytree
 from ntklib import kernel_stats as ks
 from ntklib.measure import kernel_statistics
 from ntklib.models import MLP, Classifier
-from ntklib.ntk import block_ntk, block_ntk_fn, split_classifier
+from ntklib.ntk import block_ntk, block_ntk_fn, feature_norms_fn, split_classifier
 
 
 class SmallCNN(nn.Module):
@@ -124,6 +124,31 @@ def test_block_ntk_matches_naive_reference(arch, k, m):
         assert _rel(ntk.logits_norms, np.linalg.norm(ref_logits, axis=(-2, -1))) < tol
         assert _rel(ntk.features_norms, np.linalg.norm(ref_features, axis=(-2, -1))) < tol
         assert _rel(ntk.logits_trace, np.einsum("ccab->ab", ref_logits)) < tol
+
+
+@pytest.mark.parametrize("arch, k, m", CASES[1:3])
+@pytest.mark.parametrize("neurons", [[0], [3, 1], [0, 1, 2, 3]])
+def test_feature_norms_of_a_neuron_subset_match_the_naive_reference(arch, k, m, neurons):
+    """‖Θʰ_{jj'}‖_F on a subset of neurons, in its order, against per-sample jax.grad dot products."""
+    _, ref_features = _reference(*_setup(arch, k, m, jnp.float64))
+    ref = np.linalg.norm(ref_features, axis=(-2, -1))[np.ix_(neurons, neurons)]
+    for dtype, tol in ((jnp.float32, 1e-5), (jnp.float64, 1e-10)):
+        model, variables, x = _setup(arch, k, m, dtype)
+        for chunk in (None, 2):
+            norms = feature_norms_fn(model, neurons, sample_chunk_size=chunk)(variables, x)
+            assert norms.shape == (len(neurons), len(neurons)) and norms.dtype == dtype
+            assert _rel(norms, ref) < tol
+
+
+def test_feature_norms_reject_bad_neurons_naming_the_parameter():
+    model, variables, x = _setup(*CASES[0])  # d = 5
+    for bad in ([], [[0, 1]], [-1], [0.5], [1, 1]):
+        with pytest.raises(ValueError, match="neurons"):
+            feature_norms_fn(model, bad)
+    with pytest.raises(ValueError, match="neurons must lie in \\[0, d = 5\\)"):
+        feature_norms_fn(model, [5])(variables, x)
+    with pytest.raises(ValueError, match="sample_chunk_size"):
+        feature_norms_fn(model, [0], sample_chunk_size=0)
 
 
 @pytest.mark.parametrize("arch", ["mlp", "cnn"])
