@@ -161,6 +161,7 @@ def _final_panes(df, axes, specs, *, x: str, xlabel: str, connect: bool):
     scale for the NC metrics."""
     if axes is None:
         _, axes = _pyplot().subplots(1, len(specs), figsize=(4 * len(specs), 3.2))
+    axes = list(axes)  # callers walk them again (e.g. plot_final_vs_lr's log x): not a one-pass iterator
     final = final_records(df)
     colors = init_colors(df["init"].unique())
     for ax, (column, ylabel, title) in zip(axes, specs, strict=True):

@@ -53,6 +53,12 @@ def execute_in_memory(path: Path, *, mock_tfds: bool) -> nbformat.NotebookNode:
     return nb
 
 
+def book_files() -> list[Path]:
+    """The files under ``book/``, without caches (ruff's, Python's) that other tests may write meanwhile."""
+    files = (p.relative_to(BOOK) for p in BOOK.rglob("*"))
+    return sorted(p for p in files if not any(part.startswith(".") or part == "__pycache__" for part in p.parts))
+
+
 def stdout_of(nb: nbformat.NotebookNode) -> str:
     return "".join(
         out.get("text", "") for cell in nb.cells if cell.cell_type == "code" for out in cell.get("outputs", [])
@@ -73,7 +79,7 @@ def test_paper_branch_executes_at_smoke_size(tmp_path, monkeypatch, chapter, moc
     # 120 × 120 kernel took 60× longer).
     for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         monkeypatch.setenv(name, "1")
-    before = sorted(p.relative_to(BOOK) for p in BOOK.rglob("*"))
+    before = book_files()
 
     nb = execute_in_memory(BOOK / f"{chapter}.ipynb", mock_tfds=mock_tfds)
 
@@ -81,4 +87,4 @@ def test_paper_branch_executes_at_smoke_size(tmp_path, monkeypatch, chapter, moc
     assert "paper (smoke size)" in text, "the paper branch did not run at its smoke size"
     headings = [line for c in nb.cells if c.cell_type == "markdown" for line in c.source.splitlines()]
     assert "## Checks" in headings, f"{chapter} has no ## Checks section"
-    assert sorted(p.relative_to(BOOK) for p in BOOK.rglob("*")) == before, "the chapter wrote into book/"
+    assert book_files() == before, "the chapter wrote into book/"

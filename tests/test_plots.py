@@ -44,6 +44,17 @@ def test_final_metrics_against_test_accuracy_one_point_per_run():
     matplotlib.pyplot.close("all")
 
 
+def test_final_against_lr_on_a_flat_axes_iterator_sets_every_log_scale():
+    """``axes.flat`` can be walked once; the panes still all get their log learning-rate axis."""
+    import matplotlib.pyplot as plt
+
+    _, axes = plt.subplots(2, 2)
+    plots.plot_final_vs_lr(_final_runs(), axes.flat, nc1="nc1_trace")
+    assert [ax.get_xscale() for ax in axes.flat] == ["log"] * 4
+    assert all(ax.get_lines() for ax in axes.flat)
+    matplotlib.pyplot.close("all")
+
+
 def test_invariant_against_collapse_uses_final_values_and_init_colours():
     df = _final_runs()
     ax = plots.plot_invariant_vs_collapse(df, metric="nc2")
