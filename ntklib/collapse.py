@@ -176,7 +176,7 @@ def equal_bias_cosines(bias_value: float, kernel: BlockKernel) -> tuple[float, f
         x = (|1 − K β| / √u − 1) / K,
         W Wᵀ = a⁻¹ (I − q 1 1ᵀ),  q = p + y − K p y,  p = 2β − K β²,  y = x / (1 + K x).
 
-    Both simplify with s = |1 − K β| / √u: K x = s − 1 and K q = 1 − u s, so that, with
+    Both simplify with s = abs(1 − K β) / √u: K x = s − 1 and K q = 1 − u s, so that, with
     f(z) = (z − 1)/(z + K − 1), strictly increasing for z ≥ 0::
 
         cos(class means) = x/(1 + x) = f(s),    cos(classifier rows) = −q/(1 − q) = f(u s).

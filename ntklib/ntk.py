@@ -228,8 +228,8 @@ class ChunkLoop(str, enum.Enum):
     AUTO = "auto"
     """Unrolled on the CPU and rolled on accelerators (GPU, TPU), as :func:`resolve_loop` decides."""
     UNROLLED = "unrolled"
-    """A Python loop, with one copy of the chunk's program per chunk. Runs fastest on XLA:CPU; its
-    compile time grows with the number of chunks."""
+    """A Python loop, with one copy of the chunk's program per chunk. Runs fastest on the CPU, and
+    its compile time grows with the number of chunks."""
     ROLLED = "rolled"
     """One ``lax.scan`` over the chunks, with a single copy of the chunk's program, so the compile
     time does not grow with the number of chunks."""

@@ -51,12 +51,12 @@ for _form in NC1_FORMS:
 
 
 BOOK_DPI = 100
-"""Resolution of the book's figures: at 100 dpi a figure of width w inches is 100·w pixels."""
+"""Resolution of the book's figures, dots per inch (a figure w inches wide is 100·w pixels)."""
 BOOK_WIDTH_IN = 7.2
-"""Widest figure of the book, inches: at BOOK_DPI it fits the page's content column (about 750 px in
-a 1280 px window) without being scaled down, so text keeps the size set below."""
+"""Width of the book's widest figure in inches. At BOOK_DPI it fits the page's content column (about
+700 px in a 1280 px window) nearly unscaled, so its text keeps the size set below."""
 MIN_FONT_PT = 10.0
-"""Smallest text of the book style (tick labels, legends), points at BOOK_DPI: about 10 pt on the page."""
+"""Size in points of the book style's smallest text, tick labels and legends (about 10 pt on the page)."""
 BOOK_STYLE = {
     "figure.dpi": BOOK_DPI,
     "savefig.dpi": BOOK_DPI,

@@ -84,7 +84,7 @@ def book_config(
     when :func:`book_smoke` is true.
 
     Args:
-        configs: one config per scale, keyed by every name in :data:`SCALES`.
+        configs: one config per scale, keyed by every name in ``SCALES``.
         smoke: overrides of the paper config at the smoke size; each key must be a key of
             ``configs["paper"]`` (a smoke size shrinks what the paper branch has, it adds nothing).
         scale: the scale, as for :func:`book_scale` (None: ``$NTK_BOOK_SCALE``).
