@@ -14,7 +14,9 @@ and saves a full-page screenshot of each page under ``--screenshots`` to look at
     python tools/check_pages.py _build/html --screenshots /tmp/pages
 
 Needs ``chromium`` on the PATH (Debian: ``apt-get install chromium``). Not part of the test suite:
-CI has no browser.
+CI has no browser. The pages load MathJax from a CDN, so on a machine without network the
+screenshots show the TeX source of the equations; the figures and code are drawn as a reader sees
+them.
 """
 
 from __future__ import annotations
