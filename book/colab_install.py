@@ -9,7 +9,7 @@ import tempfile
 REPOSITORY_URL = (
     "https://github.com/ntk-collapse/ntk-collapse-book"  # = _config.yml repository.url
 )
-JAX_RANGE = ">=0.7,<0.13"  # = ntklib's jax requirement in pyproject.toml
+JAX_RANGE = ">=0.7,<=0.10.2"  # = ntklib's jax requirement in pyproject.toml
 JAX_DISTRIBUTIONS = ("jax", "jaxlib", "jax-cuda12-plugin", "jax-cuda12-pjrt")
 
 

@@ -35,19 +35,23 @@ def _longest_first(item) -> tuple[int, str]:
     return (2, "") if name == "test_paper_branches.py" else (3, "")
 
 
-@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    """Schedule the suite on two processes, the longest work first.
+    """Order the suite longest work first, for its two processes.
 
-    ``pyproject.toml`` runs pytest-xdist with ``--dist loadgroup``: every item here gets the group of
-    its file, so a notebook's cells stay in order on one process and a module's fixtures are built
-    once. Each chapter's paper-branch case is a group of its own, so those spread over both processes.
-    Chapter 07 starts first: the other process meanwhile works through everything else, instead of
-    leaving chapter 07 to run alone at the end. (Runs before xdist reads the groups: ``tryfirst``.)
+    ``pyproject.toml`` runs pytest-xdist with ``--dist loadfile --no-loadscope-reorder``: each file is
+    one unit of work, so a notebook's cells run in order on one process (nbval needs that), and the
+    units go to the processes in this order. Chapter 07 starts first: the other process meanwhile
+    works through everything else, instead of leaving chapter 07 to run alone at the end.
+    ``tests/test_scheduling.py`` fails, naming the notebook, if a notebook's cells could be split.
     """
-    for item in items:
-        group = str(item.path)
-        if item.path.name == "test_paper_branches.py":
-            group += f"[{item.callspec.id}]"
-        item.add_marker(pytest.mark.xdist_group(group))
     items.sort(key=_longest_first)  # stable: a file's own order is kept
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    """Tell each pytest-xdist worker the controller's ``--dist`` mode (``tests/test_scheduling.py``).
+
+    A worker's own options say ``--dist no``; ``workerinput`` is xdist's documented channel from
+    the controller to its workers.
+    """
+    node.workerinput["dist"] = node.config.option.dist

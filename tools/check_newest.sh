@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Drift check: the README's test command under the newest releases that the declared ranges allow.
+#
+# Builds a throwaway virtualenv from requirements.txt (the ranges, no lock), prints every package
+# whose version differs from requirements.lock, runs the test suite there, and ends with one line:
+# whether the suite passed. Run it before refreshing the lock (README, "Locked installs"). CI does
+# not run it: it installs whatever is newest today.
+#
+#   bash tools/check_newest.sh                 # the newest versions within the ranges
+#   bash tools/check_newest.sh --unbounded     # the newest releases, ignoring every upper bound
+#   bash tools/check_newest.sh -- tests/test_scheduling.py   # pytest arguments after --
+#
+# The virtualenv is removed at the end unless KEEP_VENV=1.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+unbounded=0
+pytest_args=(--nbval-lax tests book)
+while (($#)); do
+  case "$1" in
+    --unbounded) unbounded=1; shift ;;
+    --) shift; pytest_args=("$@"); break ;;
+    *) echo "check_newest.sh: unknown argument '$1' (expected --unbounded or -- PYTEST_ARGS)" >&2; exit 2 ;;
+  esac
+done
+
+work=$(mktemp -d -t ntklib-newest-XXXXXX)
+[[ "${KEEP_VENV:-0}" == 1 ]] || trap 'rm -rf "$work"' EXIT
+python -m venv "$work/venv"
+py="$work/venv/bin/python"
+"$py" -m pip install -q --upgrade pip >/dev/null
+
+if ((unbounded)); then
+  # every requirement by name alone: the package without its dependencies, then the names
+  "$py" - "$root" >"$work/requirements.txt" <<'EOF'
+import re, sys, tomllib
+from pathlib import Path
+root = Path(sys.argv[1])
+project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+names = list(project["dependencies"])
+for extra in ("tfds", "ray"):
+    names += project["optional-dependencies"][extra]
+names += [line for line in (root / "requirements.txt").read_text().splitlines() if line and line[0].isalpha()]
+print("\n".join(sorted({re.split(r"[<>=!~;\[ ]", name, maxsplit=1)[0] for name in names})))
+EOF
+  echo "== installing the newest releases, upper bounds ignored"
+  "$py" -m pip install -q --no-deps -e . && "$py" -m pip install -q -r "$work/requirements.txt" || exit 1
+else
+  echo "== installing the newest versions within the ranges of requirements.txt"
+  "$py" -m pip install -q -r requirements.txt || exit 1
+fi
+
+echo "== versions that differ from requirements.lock (locked -> installed)"
+"$py" -m pip freeze --exclude-editable >"$work/freeze.txt"
+"$py" - requirements.lock "$work/freeze.txt" <<'EOF'
+import re, sys
+def pins(path):
+    found = {}
+    for line in open(path):
+        m = re.match(r"([A-Za-z0-9_.\-]+)==(\S+)", line)
+        if m:
+            found[re.sub(r"[-_.]+", "-", m[1]).lower()] = m[2]
+    return found
+locked, installed = pins(sys.argv[1]), pins(sys.argv[2])
+rows = [(n, locked.get(n, "-"), installed.get(n, "-")) for n in sorted(locked.keys() | installed.keys())]
+rows = [r for r in rows if r[1] != r[2]]
+for name, old, new in rows:
+    print(f"  {name}: {old} -> {new}")
+print(f"  {len(rows)} of {len(locked)} locked packages differ" if rows else "  none: the newest versions are the locked ones")
+EOF
+
+echo "== python -m pytest ${pytest_args[*]}"
+start=$SECONDS
+"$py" -m pytest "${pytest_args[@]}"
+rc=$?
+if ((rc == 0)); then verdict="PASSED"; else verdict="FAILED (pytest exit $rc)"; fi
+echo "== drift check: the suite ${verdict} under the newest versions$( ((unbounded)) && echo ', upper bounds ignored'), in $((SECONDS - start)) s"
+exit "$rc"
