@@ -7,7 +7,7 @@
 # not run it: it installs whatever is newest today.
 #
 #   bash tools/check_newest.sh                 # the newest versions within the ranges
-#   bash tools/check_newest.sh --unbounded     # the newest releases, ignoring every upper bound
+#   bash tools/check_newest.sh --unbounded     # the newest releases: caps at tested versions (<=) dropped
 #   bash tools/check_newest.sh -- tests/test_scheduling.py   # pytest arguments after --
 #
 # The virtualenv is removed at the end unless KEEP_VENV=1.
@@ -29,22 +29,27 @@ work=$(mktemp -d -t ntklib-newest-XXXXXX)
 [[ "${KEEP_VENV:-0}" == 1 ]] || trap 'rm -rf "$work"' EXIT
 python -m venv "$work/venv"
 py="$work/venv/bin/python"
-"$py" -m pip install -q --upgrade pip >/dev/null
+"$py" -m pip install -q --upgrade pip packaging >/dev/null
 
 if ((unbounded)); then
-  # every requirement by name alone: the package without its dependencies, then the names
+  # every range without its cap at the tested version (`<=`): the package without its
+  # dependencies, then the ranges; bounds written with `<` (another major engine) stay
   "$py" - "$root" >"$work/requirements.txt" <<'EOF'
-import re, sys, tomllib
+import sys, tomllib
 from pathlib import Path
+from packaging.requirements import Requirement
 root = Path(sys.argv[1])
 project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
-names = list(project["dependencies"])
+lines = list(project["dependencies"])
 for extra in ("tfds", "ray"):
-    names += project["optional-dependencies"][extra]
-names += [line for line in (root / "requirements.txt").read_text().splitlines() if line and line[0].isalpha()]
-print("\n".join(sorted({re.split(r"[<>=!~;\[ ]", name, maxsplit=1)[0] for name in names})))
+    lines += project["optional-dependencies"][extra]
+lines += [line for line in (root / "requirements.txt").read_text().splitlines() if line[:1].isalpha()]
+for line in lines:
+    requirement = Requirement(line)
+    kept = ",".join(str(s) for s in requirement.specifier if s.operator != "<=")
+    print(f"{requirement.name}{kept}")
 EOF
-  echo "== installing the newest releases, upper bounds ignored"
+  echo "== installing the newest releases, caps at tested versions (<=) ignored"
   "$py" -m pip install -q --no-deps -e . && "$py" -m pip install -q -r "$work/requirements.txt" || exit 1
 else
   echo "== installing the newest versions within the ranges of requirements.txt"
@@ -75,5 +80,5 @@ start=$SECONDS
 "$py" -m pytest "${pytest_args[@]}"
 rc=$?
 if ((rc == 0)); then verdict="PASSED"; else verdict="FAILED (pytest exit $rc)"; fi
-echo "== drift check: the suite ${verdict} under the newest versions$( ((unbounded)) && echo ', upper bounds ignored'), in $((SECONDS - start)) s"
+echo "== drift check: the suite ${verdict} under the newest versions$( ((unbounded)) && echo ', caps at tested versions ignored'), in $((SECONDS - start)) s"
 exit "$rc"
