@@ -7,9 +7,9 @@
 #   bash bench/cpu_sweep.sh                    # writes results/cpu_resnet20_digits_e20 (~4 min, 2 cores)
 #   bash bench/cpu_sweep.sh /tmp/other_dir     # somewhere else
 # The records are written to a temporary directory and moved into place only when every run ended
-# (finished or diverged), so an interrupted call leaves the old records as they were. Checkpoints are
-# deleted (the records are the result); provenance.json holds the command, commit, versions, machine
-# and wall time.
+# (ntklib.sweep.SUCCESS: finished or diverged), so an interrupted call leaves the old records as
+# they were. Checkpoints and run locks are deleted (the records are the result); provenance.json
+# holds the command, commit, versions, machine and wall time.
 set -euo pipefail
 PY=${PYTHON:-python3}
 DEST=${1:-results/cpu_resnet20_digits_e20}
@@ -21,17 +21,19 @@ ARGS=(--arch resnet20 --dataset digits --epochs 20 --eval-every 2 --kernel-every
 START=$(date -u +%FT%TZ); T0=$SECONDS
 "$PY" -m ntklib.experiment sweep "${ARGS[@]}" --out "$TMP/sweep"
 WALL=$((SECONDS - T0))
-find "$TMP/sweep" -name 'checkpoint*' -delete
+# checkpoints and the writers' advisory locks (a PID each) are not results
+find "$TMP/sweep" \( -name 'checkpoint*' -o -name .lock \) -delete
 "$PY" - "$TMP/sweep" "$START" "$WALL" "${ARGS[*]}" <<'EOF'
 import json, os, platform, subprocess, sys
 from importlib.metadata import version
 from pathlib import Path
 
 from ntklib.results import load_runs
+from ntklib.sweep import SUCCESS
 
 root, start, wall, args = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
 statuses = load_runs(root).groupby("run_dir")["run_status"].first()
-if not statuses.isin(["finished", "diverged"]).all():
+if not statuses.isin(SUCCESS).all():
     sys.exit(f"not every run ended: {statuses.value_counts().to_dict()}; nothing was moved")
 cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "")
 commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()

@@ -5,35 +5,23 @@ versions that the README's two commands and ``.ci/run`` install. A range changed
 refreshing the lock fails here, naming the package.
 """
 
-import re
+import sys
 from pathlib import Path
 
-import tomllib
-from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+from requirement_sets import declared_requirements, pinned_versions  # noqa: E402 (tools/ is no package)
+
 LOCK = ROOT / "requirements.lock"
 INSTALL = "python -m pip install -r requirements.lock"
 BUILD_COMMAND = f"{INSTALL} && jupyter-book build --all -W -n --keep-going ."
 TEST_COMMAND = f"{INSTALL} && python -m pytest --nbval-lax tests book"
 
 
-def locked_versions() -> dict[str, str]:
-    pins = (re.match(r"([A-Za-z0-9_.\-]+)==(\S+)", line) for line in LOCK.read_text().splitlines())
-    return {canonicalize_name(m[1]): m[2] for m in pins if m}
-
-
-def declared_requirements() -> list[Requirement]:
-    """Every range the lock is compiled from: the package's, its tested extras', requirements.txt's."""
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    lines = project["dependencies"] + project["optional-dependencies"]["tfds"] + project["optional-dependencies"]["ray"]
-    lines += [line for line in (ROOT / "requirements.txt").read_text().splitlines() if line[:1].isalpha()]
-    return [Requirement(line) for line in lines]
-
-
 def test_every_declared_range_admits_its_locked_version():
-    locked = locked_versions()
+    locked = pinned_versions(LOCK)
     outside = []
     for requirement in declared_requirements():
         version = locked.get(canonicalize_name(requirement.name))
@@ -44,7 +32,7 @@ def test_every_declared_range_admits_its_locked_version():
 
 def test_every_declared_range_has_an_upper_bound_at_a_tested_version():
     """Upper bounds stop at the locked version: a fresh `pip install ntklib` gets nothing untested."""
-    locked = locked_versions()
+    locked = pinned_versions(LOCK)
     unbounded = [
         str(r) for r in declared_requirements() if not any(s.operator in ("<", "<=", "==") for s in r.specifier)
     ]

@@ -34,21 +34,7 @@ py="$work/venv/bin/python"
 if ((unbounded)); then
   # every range without its cap at the tested version (`<=`): the package without its
   # dependencies, then the ranges; bounds written with `<` (another major engine) stay
-  "$py" - "$root" >"$work/requirements.txt" <<'EOF'
-import sys, tomllib
-from pathlib import Path
-from packaging.requirements import Requirement
-root = Path(sys.argv[1])
-project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
-lines = list(project["dependencies"])
-for extra in ("tfds", "ray"):
-    lines += project["optional-dependencies"][extra]
-lines += [line for line in (root / "requirements.txt").read_text().splitlines() if line[:1].isalpha()]
-for line in lines:
-    requirement = Requirement(line)
-    kept = ",".join(str(s) for s in requirement.specifier if s.operator != "<=")
-    print(f"{requirement.name}{kept}")
-EOF
+  "$py" tools/requirement_sets.py uncapped >"$work/requirements.txt" || exit 1
   echo "== installing the newest releases, caps at tested versions (<=) ignored"
   "$py" -m pip install -q --no-deps -e . && "$py" -m pip install -q -r "$work/requirements.txt" || exit 1
 else
@@ -57,23 +43,9 @@ else
 fi
 
 echo "== versions that differ from requirements.lock (locked -> installed)"
-"$py" -m pip freeze --exclude-editable >"$work/freeze.txt"
-"$py" - requirements.lock "$work/freeze.txt" <<'EOF'
-import re, sys
-def pins(path):
-    found = {}
-    for line in open(path):
-        m = re.match(r"([A-Za-z0-9_.\-]+)==(\S+)", line)
-        if m:
-            found[re.sub(r"[-_.]+", "-", m[1]).lower()] = m[2]
-    return found
-locked, installed = pins(sys.argv[1]), pins(sys.argv[2])
-rows = [(n, locked.get(n, "-"), installed.get(n, "-")) for n in sorted(locked.keys() | installed.keys())]
-rows = [r for r in rows if r[1] != r[2]]
-for name, old, new in rows:
-    print(f"  {name}: {old} -> {new}")
-print(f"  {len(rows)} of {len(locked)} locked packages differ" if rows else "  none: the newest versions are the locked ones")
-EOF
+# --all: setuptools and wheel are locked too (pip itself is left out of the comparison)
+"$py" -m pip freeze --all --exclude-editable >"$work/freeze.txt"
+"$py" tools/requirement_sets.py diff requirements.lock "$work/freeze.txt"
 
 echo "== python -m pytest ${pytest_args[*]}"
 start=$SECONDS
