@@ -18,6 +18,11 @@ also the least-squares fit of a block matrix to Θ_c (the orthogonal projection 
 span{I, S − I, 1 1ᵀ − S} with S = I_K ⊗ 1 1ᵀ), so :func:`block_fit_error` is the relative norm of
 what that projection leaves out.
 
+The label alignment A(Σ_c Θ_c, YᵀY) is measured exactly (:func:`label_alignment`) and, as the
+released code estimates it, for a *virtual* batch of k samples per class assembled from the block
+means of the entries and of their squares (:func:`virtual_batch_alignment`,
+:func:`virtual_label_alignment`); A depends on the per-class count, so the two differ.
+
 Everything here runs on the host in float64 numpy: the kernels are small ((C, N, N) with N ≈ 120)
 and exact recovery of constructed block kernels is part of the tests.
 """
@@ -37,6 +42,8 @@ __all__ = [
     "block_fit_error",
     "kernel_alignment",
     "label_alignment",
+    "virtual_batch_alignment",
+    "virtual_label_alignment",
     "block_norms",
 ]
 
@@ -259,6 +266,73 @@ def label_alignment(
     """
     a, k, m = _prepare(kernels, labels, num_classes, per_class)
     return kernel_alignment(a.sum(axis=0), np.kron(np.eye(k), np.ones((m, m))))
+
+
+def virtual_batch_alignment(means: ArrayLike, square_means: ArrayLike, *, num_classes: int, per_class: int) -> float:
+    """Label alignment A(T, YᵀY) of a virtual class-sorted batch, K classes of k samples each, whose
+    kernel T has the given means of its entries and of their squares in each kind of pair.
+
+    Follows the paper's released code (mselezniova/ntk_collapse, ``compute_metrics`` of
+    resnet_ntk_collapse.py, vgg_ntk_collapse.py and densenet_ntk_collapse.py, whose
+    ``gamma_dist_to_Y`` and ``kappa_dist_to_Y`` are 1 − A for T = Σ_c Θ_cc and T = Σ_j Θʰ_jj),
+    which counts the entries of each kind of the virtual batch (N = K k)::
+
+        ⟨T, YᵀY⟩_F = K k μ_d + K k (k − 1) μ_c
+        ‖T‖_F²    = K k q_d + K k (k − 1) q_c + K (K − 1) k² q_n
+        ‖YᵀY‖_F   = √(K k²)
+        A         = ⟨T, YᵀY⟩_F / (‖T‖_F ‖YᵀY‖_F)
+
+    with μ the means and q the means of the squares over the pairs of a sample with itself (d), of
+    two distinct samples of one class (c) and of samples of two classes (n). It is the exact
+    alignment of every kernel on such a batch with these means. The released code takes them from
+    sampled entries of its m kernel samples per class (d: all m; c: the first k = m // 2 against the
+    other m − k of the same class; n: the first k of class i against the last m − k of class j > i)
+    and divides T by the mean diagonal, which cancels in A.
+
+    Args:
+        means: (3,) means (μ_d, μ_c, μ_n) of the entries of T, e.g. a row of :func:`block_means`.
+        square_means: (3,) means (q_d, q_c, q_n) of the squared entries of T.
+        num_classes: K ≥ 2.
+        per_class: k ≥ 1, the samples per class of the virtual batch.
+
+    Raises:
+        ValueError: naming ``means`` (not 3 values), ``num_classes`` or ``per_class``.
+    """
+    mu, q = (np.asarray(v, dtype=np.float64) for v in (means, square_means))
+    if mu.shape != (3,) or q.shape != (3,):
+        raise ValueError(f"means and square_means must be (3,) (d, c, n), got {mu.shape} and {q.shape}")
+    if int(num_classes) != num_classes or num_classes < 2:
+        raise ValueError(f"num_classes (K) must be an integer >= 2, got {num_classes!r}")
+    if int(per_class) != per_class or per_class < 1:
+        raise ValueError(f"per_class (k) must be a positive integer, got {per_class!r}")
+    big_k, k = int(num_classes), int(per_class)
+    counts = np.array([big_k * k, big_k * k * (k - 1), big_k * (big_k - 1) * k * k], dtype=np.float64)
+    inner = counts[:2] @ mu[:2]
+    return float(inner / (np.sqrt(counts @ q) * np.sqrt(big_k * k * k)))
+
+
+def virtual_label_alignment(
+    kernels: ArrayLike,
+    labels: ArrayLike | None = None,
+    *,
+    num_classes: int | None = None,
+    per_class: int | None = None,
+    virtual_per_class: int,
+) -> float:
+    """:func:`virtual_batch_alignment` of the traced kernel T = Σ_c Θ_c for ``virtual_per_class``
+    samples per class, from the exact means of T's entries and squared entries over all pairs of
+    each kind of the measured batch (:func:`block_means`). With ``virtual_per_class`` equal to the
+    batch's m it is :func:`label_alignment`.
+
+    Args:
+        kernels: (C, N, N) per-output kernels (summed over c) or one (N, N) kernel (used as is).
+        labels, num_classes, per_class: the measured batch, see :func:`balanced_batch_sizes`.
+        virtual_per_class: k, the samples per class of the virtual batch.
+    """
+    a, k, m = _prepare(kernels, labels, num_classes, per_class)
+    traced = a.sum(axis=0)
+    means, square_means = block_means(np.stack([traced, traced**2]), num_classes=k, per_class=m)
+    return virtual_batch_alignment(means, square_means, num_classes=k, per_class=virtual_per_class)
 
 
 def block_norms(norms: ArrayLike) -> tuple[float, float]:

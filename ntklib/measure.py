@@ -19,7 +19,11 @@ Which samples. As in the paper's released code, a record measures the epoch's la
 (m samples of each class, ``batch_per_class``): NC1–NC4 and the invariant with its terms use all of
 it. The kernels Θ and Θʰ, whose cost grows with N², use a *probe*, the first ``probe_per_class``
 samples of every class of that batch (all of them by default, 4 for VGG); the invariant's K_κ is the
-block kernel of the whole batch built from the κ's measured on the probe.
+block kernel of the whole batch built from the κ's measured on the probe. Besides the probe's exact
+label alignments ``align_ntk``, ``align_feat``, the columns ``align_ntk_virtual``,
+``align_feat_virtual`` give the released code's estimate: the alignment of a virtual batch of
+``batch_per_class // 2`` samples per class with the probe's exact block means
+(:func:`ntklib.kernel_stats.virtual_label_alignment`).
 
 Example:
     >>> stats = kernel_statistics(model, variables, x, labels=[0, 0, 1, 1, 2, 2])  # doctest: +SKIP
@@ -109,6 +113,12 @@ def _pair_columns(suffix: str, kernel: str) -> tuple[Column, ...]:
     return (
         Column(f"align_{suffix}", f"label alignment A(Σ {kernel}, YᵀY) on the probe", "§3; chapter 02"),
         Column(
+            f"align_{suffix}_virtual",
+            f"released code's estimate of A(Σ {kernel}, YᵀY) for a virtual batch of k = m // 2 per class "
+            "(m = batch_per_class), from exact block means of the entries and their squares on the probe",
+            "§3; ntklib.kernel_stats.virtual_batch_alignment",
+        ),
+        Column(
             f"block_fit_{suffix}",
             f"‖{kernel} − best block fit‖_F / ‖{kernel}‖_F on the probe",
             "§3, Definition 3.1; chapter 02",
@@ -143,13 +153,14 @@ RUN_COLUMNS = (
     Column(
         "batch_per_class",
         "samples per class of the measured batch (the epoch's last training batch): the NC and invariant columns "
-        "use all of them",
+        "use all of them; align_*_virtual are for a virtual batch of half as many",
         "§6; ntklib.measure",
     ),
     Column(
         "probe_per_class",
         "samples per class of the probe, the first of every class of the batch: the kernel columns "
-        "(gamma_*, kappa_*, align_*, block_fit_*, *_norm_ntk, *_norm_feat) use them (kernel records only)",
+        "(gamma_*, kappa_*, align_*, align_*_virtual, block_fit_*, *_norm_ntk, *_norm_feat) use them "
+        "(kernel records only)",
         "§6; ntklib.measure",
     ),
 )
@@ -266,6 +277,13 @@ class KernelStatistics:
     """A(Σ_c Θ_cc, YᵀY)."""
     align_feat: float
     """A(Σ_j Θʰ_jj, YᵀY)."""
+    align_ntk_virtual: float
+    """A(Σ_c Θ_cc, YᵀY) of a virtual batch of ``virtual_per_class`` per class, from the exact block
+    means (:func:`ntklib.kernel_stats.virtual_label_alignment`)."""
+    align_feat_virtual: float
+    """The same for Σ_j Θʰ_jj."""
+    virtual_per_class: int
+    """k of the virtual batch: half the measured batch's samples per class."""
     block_fit_ntk: float
     block_fit_feat: float
     diag_norm_ntk: float
@@ -294,7 +312,7 @@ class KernelStatistics:
                 for j, part in enumerate("dcn"):
                     out[f"{name}_{part}_class{k}"] = row[j]
         for suffix in ("ntk", "feat"):
-            for name in (f"align_{suffix}", f"block_fit_{suffix}", f"diag_norm_{suffix}"):
+            for name in (f"align_{suffix}", f"align_{suffix}_virtual", f"block_fit_{suffix}", f"diag_norm_{suffix}"):
                 out[name] = getattr(self, name)
             off = getattr(self, f"offdiag_norm_{suffix}")
             if off is not None:
@@ -310,14 +328,20 @@ def _block_norm_means(diagonal_blocks: Array, norms: Array | None) -> tuple[floa
     return kernel_stats.block_norms(norms)
 
 
-def statistics_from_ntk(ntk: BlockNTK, labels: ArrayLike, weights: ArrayLike, bias: ArrayLike) -> KernelStatistics:
+def statistics_from_ntk(
+    ntk: BlockNTK, labels: ArrayLike, weights: ArrayLike, bias: ArrayLike, *, batch_per_class: int | None = None
+) -> KernelStatistics:
     """:class:`KernelStatistics` of an already computed :class:`~ntklib.ntk.BlockNTK`.
 
     The off-diagonal block norms are those the kernel was computed with: ``offdiag`` "logits"
     gives the NTK's, "norms" or "full" also the feature kernel's; the others are None.
+    ``batch_per_class`` is the m of the batch the kernel's samples (``labels``) were taken from,
+    which sets the virtual batch of the ``align_*_virtual`` columns, k = m // 2 per class as in the
+    released code; None: the kernel's samples are the batch.
     """
     k, m = kernel_stats.balanced_batch_sizes(labels, num_samples=ntk.logits.shape[-1])
     sizes = {"num_classes": k, "per_class": m}
+    virtual = (m if batch_per_class is None else batch_per_class) // 2
     logits, features = np.asarray(ntk.logits), np.asarray(ntk.features)
     gamma = kernel_stats.block_statistics(logits, **sizes)
     kappa = kernel_stats.block_statistics(features, **sizes)
@@ -330,6 +354,9 @@ def statistics_from_ntk(ntk: BlockNTK, labels: ArrayLike, weights: ArrayLike, bi
         kappa_per_class=kernel_stats.per_class_block_statistics(features, **sizes),
         align_ntk=kernel_stats.label_alignment(logits, **sizes),
         align_feat=kernel_stats.label_alignment(features, **sizes),
+        align_ntk_virtual=kernel_stats.virtual_label_alignment(logits, **sizes, virtual_per_class=virtual),
+        align_feat_virtual=kernel_stats.virtual_label_alignment(features, **sizes, virtual_per_class=virtual),
+        virtual_per_class=virtual,
         block_fit_ntk=kernel_stats.block_fit_error(logits, **sizes),
         block_fit_feat=kernel_stats.block_fit_error(features, **sizes),
         diag_norm_ntk=diag_l,
@@ -350,6 +377,7 @@ def kernel_statistics(
     *,
     chunk_size: int | None = None,
     offdiag: OffDiagonal | str = OffDiagonal.LOGITS,
+    batch_per_class: int | None = None,
 ) -> KernelStatistics:
     """All kernel metrics of a record on one class-sorted balanced batch (§3, §5.2, §6).
 
@@ -367,6 +395,8 @@ def kernel_statistics(
         offdiag: which off-diagonal norms to measure. "logits" (default) gives ‖Θ_{cc'}‖ for
             C²N²P flops; "norms" adds the feature cross-blocks ‖Θʰ_{jj'}‖, which cost d²N²P flops,
             d times the diagonal blocks' dN²P (64 times for ResNet20); "none" gives neither.
+        batch_per_class: m of the batch ``x`` was taken from, for the ``align_*_virtual`` columns
+            (see :func:`statistics_from_ntk`); None: ``x`` is the batch.
 
     Raises:
         ValueError: naming ``labels`` for an unsorted or unbalanced batch, ``variables`` without a
@@ -376,7 +406,9 @@ def kernel_statistics(
     kernel_stats.balanced_batch_sizes(labels, num_samples=x.shape[0])
     ntk = block_ntk(model, variables, x, offdiag=OffDiagonal(offdiag), chunk_size=chunk_size)
     head = variables["params"]["classifier"]
-    return statistics_from_ntk(ntk, labels, np.asarray(head["kernel"]).T, np.asarray(head["bias"]))
+    return statistics_from_ntk(
+        ntk, labels, np.asarray(head["kernel"]).T, np.asarray(head["bias"]), batch_per_class=batch_per_class
+    )
 
 
 def batch_kernel(kappa: BlockKernel, labels: ArrayLike) -> BlockKernel:
@@ -442,7 +474,8 @@ def measure_batch(
     - NC columns and ``batch_per_class``: the whole batch.
     - With ``kernels``, the kernel columns and ``probe_per_class``: the probe, the first
       ``per_class`` samples of every class (None: the whole batch), with ``chunk_size`` and
-      ``offdiag`` as in :func:`kernel_statistics`;
+      ``offdiag`` as in :func:`kernel_statistics` (``align_*_virtual`` for k = m // 2 per class, m of
+      the whole batch);
     - and the invariant columns: the whole batch, with the probe's κ (:func:`batch_invariant_metrics`),
       when its K_κ is positive definite.
     """
@@ -456,7 +489,9 @@ def measure_batch(
         probe_images, probe_labels = images, labels
         if per_class is not None:
             probe_images, probe_labels = subsample_per_class(images, labels, per_class)
-        stats = kernel_statistics(model, variables, probe_images, probe_labels, chunk_size=chunk_size, offdiag=offdiag)
+        stats = kernel_statistics(
+            model, variables, probe_images, probe_labels, chunk_size=chunk_size, offdiag=offdiag, batch_per_class=m
+        )
         values.update(stats.as_dict())
         values.update(batch_invariant_metrics(weights, features, labels, stats.kappa) or {})
     return values

@@ -1,5 +1,7 @@
 """Block statistics of kernel matrices: exact recovery, alignment, fit error, input validation."""
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -117,3 +119,97 @@ def test_bad_sizes_raise_naming_the_parameter():
         ks.block_statistics(np.eye(4), [0, 0, 1, 1], num_classes=3)
     with pytest.raises(ValueError, match="num_classes and per_class"):
         ks.block_statistics(np.eye(4))
+
+
+# ---------------------------------------------------------------------------------------------
+# The released code's virtual-batch alignment
+# ---------------------------------------------------------------------------------------------
+
+GAMMA_TRAINED = (1069.201, 300.185, 229.905)  # chapter 02's block values of the trained NTK, K = 10
+
+
+@pytest.mark.parametrize("k, per_class", [(10, 1), (3, 4), (10, 6)])
+def test_virtual_alignment_is_that_of_the_explicit_block_kernel(k, per_class):
+    # Block-constant kernel: the mean of the squares is the square of the mean.
+    values = np.array(GAMMA_TRAINED)
+    labels = np.repeat(np.arange(k), per_class)
+    same = labels[:, None] == labels[None, :]
+    mat = np.where(np.eye(k * per_class, dtype=bool), values[0], np.where(same, values[1], values[2]))
+    expected = ks.kernel_alignment(mat, same.astype(float))
+    got = ks.virtual_batch_alignment(values, values**2, num_classes=k, per_class=per_class)
+    assert got == pytest.approx(expected, rel=1e-13)
+
+
+def test_virtual_alignment_of_the_measured_batch_size_is_the_exact_alignment():
+    rng = np.random.default_rng(3)
+    k, m = 3, 5
+    a = rng.normal(size=(4, k * m, k * m)) + 1.0
+    a = a + a.transpose(0, 2, 1)
+    labels = np.repeat(np.arange(k), m)
+    exact = ks.label_alignment(a, labels)
+    assert ks.virtual_label_alignment(a, labels, virtual_per_class=m) == pytest.approx(exact, rel=1e-13)
+    assert ks.virtual_label_alignment(a, labels, virtual_per_class=2) != pytest.approx(exact, rel=1e-3)
+
+
+def _released_code_alignment(kernels, num_classes):
+    """1 − ``gamma_dist_to_Y`` of ``compute_metrics`` in the released code's resnet_ntk_collapse.py,
+    transcribed with numpy for (C, N, N) kernels on ``num_classes`` classes of m samples each."""
+    big_k = num_classes
+    m = kernels.shape[-1] // big_k
+    k = int(m / 2)
+    sample = [slice(c * m, (c + 1) * m) for c in range(big_k)]
+    comb_list = list(itertools.combinations(range(big_k), 2))
+    gamma_d_vals = np.array([[np.diag(th)[s] for s in sample] for th in kernels])
+    gamma_c_vals = np.array([[th[s][:k, s][:, k:] for s in sample] for th in kernels])
+    gamma_n_vals = np.array([[th[sample[i]][:k, sample[j]][:, k:] for i, j in comb_list] for th in kernels])
+    gamma_d = np.mean(gamma_d_vals)
+    y_norm = np.sqrt(k * k * big_k)
+    gamma_d_vals_scaled = np.sum(gamma_d_vals, axis=0) / gamma_d
+    gamma_c_vals_scaled = np.sum(gamma_c_vals, axis=0) / gamma_d
+    gamma_n_vals_scaled = np.sum(gamma_n_vals, axis=0) / gamma_d
+    gamma_norm_scaled = np.sqrt(
+        np.mean(gamma_d_vals_scaled**2) * k * big_k
+        + np.mean(gamma_c_vals_scaled**2) * k * (k - 1) * big_k
+        + np.mean(gamma_n_vals_scaled**2) * k * k * big_k * (big_k - 1)
+    )
+    tr_gamma_y_scaled = np.mean(gamma_d_vals_scaled) * k * big_k + np.mean(gamma_c_vals_scaled) * k * (k - 1) * big_k
+    sampled = [v.sum(axis=0) for v in (gamma_d_vals, gamma_c_vals, gamma_n_vals)]
+    return tr_gamma_y_scaled / gamma_norm_scaled / y_norm, sampled
+
+
+def test_virtual_alignment_is_the_released_codes_formula_on_its_sampled_means():
+    rng = np.random.default_rng(4)
+    c, k, m = 3, 4, 6
+    x = rng.normal(size=(c, k * m, 7))
+    a = np.einsum("cif,cjf->cij", x, x) + np.kron(np.eye(k), np.ones((m, m)))  # non-constant, PSD
+    released, sampled = _released_code_alignment(a, k)
+    means = [v.mean() for v in sampled]
+    square_means = [np.mean(v**2) for v in sampled]
+    got = ks.virtual_batch_alignment(means, square_means, num_classes=k, per_class=m // 2)
+    assert got == pytest.approx(released, rel=1e-12)
+    # Exact means over all pairs instead of the sampled ones: the same formula, another estimate.
+    exact = ks.virtual_label_alignment(a, num_classes=k, per_class=m, virtual_per_class=m // 2)
+    assert exact == pytest.approx(released, rel=0.2) and exact != pytest.approx(released, rel=1e-6)
+
+
+def test_virtual_alignment_depends_on_the_per_class_count():
+    values = np.array(GAMMA_TRAINED)
+    got = [ks.virtual_batch_alignment(values, values**2, num_classes=10, per_class=k) for k in (3, 6, 12)]
+    np.testing.assert_allclose(got, [0.58, 0.50, 0.45], atol=0.005)
+    assert got[0] > got[1] > got[2]  # γ_c < γ_d: the diagonal's weight falls as k grows
+    # without that gap (γ_c = γ_d, γ_n = 0) the kernel is ∝ YᵀY for every k
+    ideal = np.array([2.0, 2.0, 0.0])
+    for k in (1, 3, 12):
+        assert ks.virtual_batch_alignment(ideal, ideal**2, num_classes=10, per_class=k) == pytest.approx(1.0)
+
+
+def test_virtual_alignment_bad_inputs_raise_naming_the_parameter():
+    ones = np.ones(3)
+    with pytest.raises(ValueError, match="means"):
+        ks.virtual_batch_alignment(np.ones(2), ones, num_classes=2, per_class=2)
+    with pytest.raises(ValueError, match="per_class"):
+        ks.virtual_batch_alignment(ones, ones, num_classes=2, per_class=0)
+    with pytest.raises(ValueError, match="num_classes"):
+        ks.virtual_batch_alignment(ones, ones, num_classes=1, per_class=2)
+    with pytest.raises(ValueError, match="per_class"):
+        ks.virtual_label_alignment(np.eye(4), num_classes=2, per_class=2, virtual_per_class=0)

@@ -10,10 +10,13 @@ import numpy as np
 import pytest
 
 import ntklib
-from ntklib import collapse, measure
+from ntklib import collapse, kernel_stats, measure
 from ntklib.block_kernel import BlockKernel
+from ntklib.data import load_dataset
 from ntklib.invariant import invariant_metrics
 from ntklib.models import build_model
+from ntklib.ntk import block_ntk
+from ntklib.train import TrainConfig, train_and_evaluate
 
 PACKAGE = Path(ntklib.__file__).parent
 
@@ -146,6 +149,39 @@ def test_with_the_whole_batch_as_probe_the_invariant_is_that_of_the_measured_ker
     assert {k: v for k, v in measure.measure_batch(model, variables, x, labels, per_class=6).items()} == pytest.approx(
         values
     )
+
+
+def test_the_virtual_alignment_is_for_half_the_whole_batch_from_the_probes_kernel(mlp_batch):
+    model, variables, x, labels = mlp_batch
+    values = measure.measure_batch(model, variables, x, labels, per_class=2)
+    x_probe, y_probe = measure.subsample_per_class(x, labels, 2)
+    ntk = block_ntk(model, variables, x_probe)
+    for suffix, kernel in (("ntk", ntk.logits), ("feat", ntk.features)):
+        # k = 6 // 2 = 3 per class, from the exact block means of the probe's 2 per class
+        expected = kernel_stats.virtual_label_alignment(kernel, y_probe, virtual_per_class=3)
+        np.testing.assert_allclose(values[f"align_{suffix}_virtual"], expected, rtol=1e-9, err_msg=suffix)
+        assert values[f"align_{suffix}"] == pytest.approx(kernel_stats.label_alignment(kernel, y_probe), rel=1e-9)
+    # without the batch's m the probe is the batch: k = 2 // 2 = 1
+    alone = measure.kernel_statistics(model, variables, x_probe, y_probe)
+    assert alone.virtual_per_class == 1
+    assert alone.align_ntk_virtual == pytest.approx(
+        kernel_stats.virtual_label_alignment(ntk.logits, y_probe, virtual_per_class=1), rel=1e-9
+    )
+
+
+def test_a_tiny_run_records_the_virtual_alignments():
+    # batches of 4 per class, a probe of 2: the virtual batch (4 // 2 = 2 per class) is the probe's size,
+    # where the virtual alignment is the exact one
+    config = TrainConfig.tiny(epochs=1, kernel_metrics=True, ntk_per_class=2)
+    records = train_and_evaluate(config, dataset=load_dataset("digits"), progress=False).records
+    kernel_records = [r for r in records if "gamma_d" in r]
+    assert len(kernel_records) == 2  # epochs 0 and 1
+    for record in kernel_records:
+        assert record["batch_per_class"] == 4 and record["probe_per_class"] == 2
+        for suffix in ("ntk", "feat"):
+            value = record[f"align_{suffix}_virtual"]
+            assert np.isfinite(value) and -1 <= value <= 1, suffix
+            assert value == pytest.approx(record[f"align_{suffix}"], rel=1e-9), suffix
 
 
 def test_batch_kernel_keeps_the_block_values_and_rescales_the_eigenvalues():
