@@ -19,7 +19,7 @@ Experiments (§6, Appendix C)
     - :mod:`ntklib.train`         the paper's training protocol and loop.
     - :mod:`ntklib.results`       run directories (atomic files), loading runs into pandas.
     - :mod:`ntklib.sweep`         learning-rate × init sweeps.
-    - :mod:`ntklib.plots`         the panes of the paper's Figure 2.
+    - :mod:`ntklib.plots`         the panes of the paper's Figure 2 (a–h) and Appendix C (i–j).
     - :mod:`ntklib.experiment`    the command line (``python -m ntklib.experiment``).
     - :mod:`ntklib.scale`         the book's scale switch.
 """

@@ -19,7 +19,7 @@ The same sweep as Ray tasks, four runs to a GPU, on the cluster that ``ray start
 
     python -m ntklib.experiment sweep ... --engine ray --address auto --gpus-per-run 0.25
 
-Figure 2 panes from a results directory::
+The paper's Figure 2 (a–h) and Appendix C's panes i–j of a results directory, in one PNG::
 
     python -m ntklib.experiment plot runs/resnet20_mnist --out figures/resnet20_mnist.png
 
@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import io
 import json
 import sys
 import typing
@@ -199,7 +198,8 @@ def plot_path(out: str) -> Path:
 
 
 def plot_command(args: argparse.Namespace) -> int:
-    """``plot``: Figure 2's panes of a run or sweep directory into a PNG."""
+    """``plot``: Figure 2 (a–h) and Appendix C's panes i–j of a run or sweep directory into one
+    file (:func:`ntklib.plots.plot_figure2`); prints its path."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -214,11 +214,7 @@ def plot_command(args: argparse.Namespace) -> int:
         print(f"plot: skipped unreadable run {run_dir}: {reason}", file=sys.stderr)
     if df.empty:
         raise UsageError(f"no runs with records in {args.results_dir}")
-    fig = plots.plot_figure2(df, title=args.title, nc1=args.nc1)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format=path.suffix[1:], dpi=110)
-    plt.close(fig)
-    results.write_atomic(path, buffer.getvalue())
+    plt.close(plots.plot_figure2(df, path, title=args.title))
     print(path)
     return 0
 
@@ -286,11 +282,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     grid.set_defaults(handler=sweep_command)
 
-    figure = commands.add_parser("plot", help="Figure 2 panes", description=plots.__doc__, formatter_class=raw)
+    figure = commands.add_parser(
+        "plot", help="Figure 2 (a–h) and Appendix C's panes i–j", description=plots.__doc__, formatter_class=raw
+    )
     figure.add_argument("results_dir", help="a run or sweep directory")
-    figure.add_argument("--out", required=True, help="PNG file to write")
-    figure.add_argument("--title")
-    figure.add_argument("--nc1", choices=tuple(plots.NC1_FORMS), default="nc1", help="NC1 form of panes b and f")
+    figure.add_argument(
+        "--out",
+        required=True,
+        help="file to write (PNG; another extension matplotlib knows, e.g. .pdf, sets the format)",
+    )
+    figure.add_argument("--title", help="the figure's title (default: architecture, dataset, number of runs)")
     figure.set_defaults(handler=plot_command)
     return parser
 

@@ -13,6 +13,7 @@ The functions measure; the book decides, per seed, which observation held.
 - (c) :func:`rank_correlation` of the final test accuracy with a label alignment: the
   best-performing models have the kernels most aligned with the labels (§6, Appendix C pane j).
 - Appendix C.2, :func:`loss_comparison`: the same runs under cross-entropy and MSE.
+- :func:`reproduction`: how far runs retrained elsewhere fall outside the committed runs' range.
 
 >>> import pandas as pd
 >>> final = pd.DataFrame(
@@ -43,6 +44,7 @@ __all__ = [
     "loss_comparison",
     "nc1_drop",
     "rank_correlation",
+    "reproduction",
 ]
 
 FIT_ACCURACY = 0.99
@@ -128,3 +130,23 @@ def loss_comparison(mse, ce, metrics=("nc1_trace", "nc2", "nc3")):
     lower = {m: float((pairs[f"{m}_ce"] < pairs[f"{m}_mse"]).mean()) for m in metrics}
     ratio = float((pairs["invariant_norm_ce"] / pairs["invariant_norm_mse"]).median())
     return {"pairs": len(pairs), "ce_lower": lower, "norm_ratio": ratio}
+
+
+def reproduction(live, committed, *, metrics=("test_accuracy", "nc2", "invariant_norm"), factors=("invariant_norm",)):
+    """How far each retrained run falls outside the committed runs of its (init, lr).
+
+    For every run of ``live`` and every metric: ``lo`` and ``hi``, the smallest and largest final
+    value among the ``committed`` runs with the same init and learning rate, and ``outside``, the
+    distance from [lo, hi]: max(lo − x, x − hi, 0) in general, and for the scale-like metrics in
+    ``factors`` (‖E‖_F spans decades) the factor max(lo / x, x / hi, 1). One row per run × metric:
+    init, lr, metric, live, lo, hi, outside."""
+    import pandas as pd
+
+    rows = []
+    for run in live.itertuples():
+        same = committed[(committed["init"] == run.init) & np.isclose(committed["lr"], run.lr)]
+        for metric in metrics:
+            lo, hi, value = same[metric].min(), same[metric].max(), getattr(run, metric)
+            outside = max(lo / value, value / hi, 1.0) if metric in factors else max(lo - value, value - hi, 0.0)
+            rows.append(dict(init=run.init, lr=run.lr, metric=metric, live=value, lo=lo, hi=hi, outside=outside))
+    return pd.DataFrame(rows, columns=["init", "lr", "metric", "live", "lo", "hi", "outside"])

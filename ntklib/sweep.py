@@ -1,4 +1,4 @@
-"""Sweeps over initial learning rates × initialisations (paper §6, Figure 2 panes f–j).
+"""Sweeps over initial learning rates × initialisations (paper §6, Figure 2 panes f–h and Appendix C panes i–j).
 
 Layout: ``<root>/<init>/lr_<repr(lr)>/`` is one run directory (:mod:`ntklib.results`); the exact
 repr keeps distinct rates apart (0.1 and 0.100001 are two runs). A sweep can be stopped and
