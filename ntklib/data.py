@@ -15,21 +15,11 @@ Datasets:
 - ``"digits"``: scikit-learn's 8×8 handwritten digits (1 797 real images, shipped with the
   package, no download) with a deterministic stratified 75/25 train/test split — the default of
   the CPU book.
-- ``"mnist"``, ``"fashion_mnist"``: read from the four original IDX files
-  (``train-images-idx3-ubyte.gz`` …, gzipped or not; :mod:`ntklib.idx`) when ``data_dir`` holds
-  them. Without ``data_dir``, FashionMNIST is read from the Debian package's directory
-  :data:`DEBIAN_DATA_DIRS` (``apt-get install dataset-fashion-mnist``) when it is installed. Both
-  give exactly what the tfds route gives: the same uint8 pixels / 255 as float32, 28×28×1, the same
-  class indices. Only the order of the samples differs (the files' order; tfds stores a shuffled
-  order), which changes which samples share a batch, not the protocol.
-- ``"mnist"``, ``"fashion_mnist"`` otherwise, and ``"cifar10"``: read with ``tfds.data_source`` from
-  ArrayRecord files, which needs ``tensorflow-datasets`` but not TensorFlow. Preparing the files
-  the first time (download and conversion) does need TensorFlow: ``pip install ntklib[prepare]``
-  and ``tfds build mnist --file_format=array_record`` once (``tfds.data_source`` also prepares a
-  missing dataset itself when TensorFlow is installed, as on Colab), or copy a prepared ``data_dir``.
-  Without TensorFlow, an unprepared dataset raises :class:`DatasetNotPreparedError` with the exact
-  commands. The decoded arrays are cached as ``.npz`` beside the tfds files so later runs start in
-  seconds.
+- ``"mnist"``, ``"fashion_mnist"``: from their original IDX files when ``data_dir`` (or, for
+  FashionMNIST, the Debian package's directory) holds them, else through tensorflow-datasets;
+  ``"cifar10"`` through tensorflow-datasets. Where the uint8 arrays come from, and how to get them
+  without a download at run time, is :mod:`ntklib.sources`; here they become pixels / 255 in
+  float32. Both routes give the same arrays up to the order of the samples.
 
 Image sizes: ``image_size=None`` keeps the native size (28×28 for MNIST/FashionMNIST, 32×32 for
 CIFAR-10, 8×8 for digits); any other size resizes bilinearly. The paper resizes MNIST and
@@ -40,31 +30,13 @@ native 28×28 (their global average pool makes d independent of the input size).
 from __future__ import annotations
 
 import dataclasses
-import os
-from pathlib import Path
 
 import numpy as np
 
-from ntklib import idx
+from ntklib import sources
 
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10")
 """Datasets :func:`load_dataset` knows."""
-
-_TFDS_NATIVE_SIZE = {"mnist": 28, "fashion_mnist": 28, "cifar10": 32}
-
-IDX_DATASETS = ("mnist", "fashion_mnist")
-"""Datasets that can be read from their original IDX files."""
-
-IDX_FILES = {
-    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-}
-"""(images, labels) file names of each split, as published; each may end in ``.gz``."""
-
-DEBIAN_DATA_DIRS = {"fashion_mnist": "/usr/share/datasets/fashion-mnist"}
-"""Where a Debian package installs a dataset's IDX files (``apt-get install dataset-fashion-mnist``)."""
-
-IDX_IMAGE_SHAPE = (28, 28)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,155 +144,7 @@ def load_digits_dataset(test_fraction: float = 0.25, seed: int = 0) -> Dataset:
     return Dataset(x_tr, y_tr, x_te, y_te, 10, "digits", "scikit-learn")
 
 
-class DatasetNotPreparedError(FileNotFoundError):
-    """A dataset with neither IDX files nor a prepared (readable) tfds copy in its data directory;
-    the message gives the commands that prepare it."""
-
-
-def _tfds_root(data_dir: str | None) -> Path:
-    return Path(data_dir or os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets")).expanduser()
-
-
-def _not_prepared(name: str, data_dir: str | None, reason: str) -> DatasetNotPreparedError:
-    root = _tfds_root(data_dir)
-    return DatasetNotPreparedError(
-        f"dataset {name!r} is not prepared in {root} ({reason}). Prepare it once (needs TensorFlow and a network): "
-        f'python -m pip install -e ".[prepare]" && tfds build {name} --file_format=array_record --data_dir {root}'
-    )
-
-
-def _read_prepared_tfds_split(name: str, split: str, data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`_read_tfds_split`, with a :class:`DatasetNotPreparedError` that gives the commands
-    instead of a deep traceback (without TensorFlow, tfds cannot prepare a missing dataset)."""
-    try:
-        return _read_tfds_split(name, split, data_dir)
-    except Exception as error:
-        raise _not_prepared(name, data_dir, f"reading it failed with {type(error).__name__}: {error}") from error
-
-
-def _read_tfds_split(name: str, split: str, data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
-    import tensorflow_datasets as tfds
-
-    source = tfds.data_source(name, split=split, data_dir=data_dir)
-    n = len(source)
-    first = source[0]
-    images = np.empty((n, *np.shape(first["image"])), np.uint8)
-    labels = np.empty((n,), np.int32)
-    for i in range(n):
-        record = first if i == 0 else source[i]
-        images[i] = record["image"]
-        labels[i] = record["label"]
-    return images, labels
-
-
-def load_tfds_split(
-    name: str, split: str, data_dir: str | None = None, *, cache: bool = True
-) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 images (N, S, S, C) and int32 labels of one tfds split, read without TensorFlow.
-
-    With ``cache`` the arrays are stored as ``<data_dir>/ntklib_cache/<name>_<split>.npz``
-    (written atomically) and read from there next time. ``data_dir=None`` is tfds's default
-    (``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``).
-    """
-    cache_file = None
-    if cache:
-        root = Path(data_dir or os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets")).expanduser()
-        cache_file = root / "ntklib_cache" / f"{name}_{split}.npz"
-        if cache_file.exists():
-            with np.load(cache_file) as f:
-                return f["images"], f["labels"]
-    images, labels = _read_prepared_tfds_split(name, split, data_dir)
-    if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(f".tmp{os.getpid()}.npz")
-        np.savez(tmp, images=images, labels=labels)
-        os.replace(tmp, cache_file)
-    return images, labels
-
-
-def how_to_get(dataset: str) -> str:
-    """One sentence on how to obtain ``dataset`` without a download at run time."""
-    tfds_route = (
-        f"or prepare it for tfds once (pip install 'ntklib[prepare]'; tfds build {dataset} "
-        f"--file_format=array_record) and pass that data_dir"
-    )
-    if dataset == "fashion_mnist":
-        return (
-            f"install the Debian package (apt-get install dataset-fashion-mnist, which puts the four IDX "
-            f"files in {DEBIAN_DATA_DIRS['fashion_mnist']}), {tfds_route}"
-        )
-    if dataset in IDX_DATASETS:
-        names = ", ".join(f"{n}.gz" for pair in IDX_FILES.values() for n in pair)
-        return f"copy the original IDX files ({names}) into one directory and pass it as data_dir, {tfds_route}"
-    return tfds_route.removeprefix("or ")
-
-
-def _idx_path(data_dir: Path, stem: str) -> Path | None:
-    """``stem.gz`` or ``stem`` in ``data_dir`` (also the ``train-images.idx3-ubyte`` spelling), or None."""
-    variants = (stem, stem.replace("-idx", ".idx"))
-    for name in (f"{v}{suffix}" for v in variants for suffix in (".gz", "")):
-        if (data_dir / name).is_file():
-            return data_dir / name
-    return None
-
-
-def has_idx_files(data_dir: str | Path | None) -> bool:
-    """Whether ``data_dir`` holds at least one of the IDX files of :data:`IDX_FILES`."""
-    if data_dir is None or not Path(data_dir).expanduser().is_dir():
-        return False
-    root = Path(data_dir).expanduser()
-    return any(_idx_path(root, stem) is not None for pair in IDX_FILES.values() for stem in pair)
-
-
-def idx_data_dir(dataset: str, data_dir: str | Path | None) -> Path | None:
-    """The directory to read ``dataset``'s IDX files from, or None for the tfds route.
-
-    ``data_dir`` if it holds IDX files; without ``data_dir``, the Debian package's directory
-    (:data:`DEBIAN_DATA_DIRS`) if it holds them; else None.
-    """
-    if dataset not in IDX_DATASETS:
-        return None
-    candidate = data_dir if data_dir is not None else DEBIAN_DATA_DIRS.get(dataset)
-    if candidate is None or not has_idx_files(candidate):
-        return None
-    return Path(candidate).expanduser()
-
-
-def _existing_idx_path(root: Path, stem: str, dataset: str, split: str) -> Path:
-    path = _idx_path(root, stem)
-    if path is None:
-        raise FileNotFoundError(
-            f"{dataset} {split} split: {root / stem}.gz (or {stem}) is missing; {how_to_get(dataset)}"
-        )
-    return path
-
-
-def load_idx_split(
-    dataset: str, split: str, data_dir: str | Path, num_classes: int = 10
-) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 images (N, 28, 28, 1) and int32 labels (N,) of one split from IDX files in ``data_dir``.
-
-    Raises:
-        FileNotFoundError: naming the missing file and how to get it (:func:`how_to_get`).
-        ntklib.idx.IdxError: naming the file if it is corrupt, truncated, of the wrong kind or
-            shape, if images and labels differ in number, or a label is not in [0, num_classes).
-    """
-    root = Path(data_dir).expanduser()
-    image_stem, label_stem = IDX_FILES[split]
-    image_path, label_path = (_existing_idx_path(root, stem, dataset, split) for stem in (image_stem, label_stem))
-    images = idx.read_idx(image_path, ndim=3, shape=(None, *IDX_IMAGE_SHAPE))
-    labels = idx.read_idx(label_path, ndim=1)
-    if len(images) != len(labels):
-        raise idx.IdxError(
-            f"{image_path} holds {len(images)} images but {label_path} holds {len(labels)} labels; "
-            f"the two files of one split must match ({how_to_get(dataset)})"
-        )
-    if len(labels) and labels.max() >= num_classes:
-        raise idx.IdxError(f"{label_path}: label {int(labels.max())} is not in [0, {num_classes})")
-    return images[..., None], labels.astype(np.int32)
-
-
-def _from_uint8(name: str, train: tuple, test: tuple, source: str) -> Dataset:
+def _from_uint8(name: str, train: sources.Split, test: sources.Split, source: str) -> Dataset:
     """A :class:`Dataset` from uint8 (N, S, S, C) images and integer labels: pixels / 255, float32."""
     (x_tr, y_tr), (x_te, y_te) = train, test
     return Dataset(
@@ -334,19 +158,6 @@ def _from_uint8(name: str, train: tuple, test: tuple, source: str) -> Dataset:
     )
 
 
-def _load_tfds(dataset: str, data_dir: str | None, cache: bool) -> Dataset:
-    try:
-        train, test = (load_tfds_split(dataset, split, data_dir, cache=cache) for split in ("train", "test"))
-    except DatasetNotPreparedError as err:  # say every way to get the data, not only tfds's
-        if dataset not in IDX_DATASETS:
-            raise
-        where = f" in {data_dir}" if data_dir is not None else ""
-        raise DatasetNotPreparedError(
-            f"{dataset}: no IDX files and no prepared tfds dataset{where}: {how_to_get(dataset)}. {err}"
-        ) from err
-    return _from_uint8(dataset, train, test, source="tfds")
-
-
 def load_dataset(
     dataset: str, *, data_dir: str | None = None, image_size: int | None = None, cache: bool = True
 ) -> Dataset:
@@ -356,24 +167,26 @@ def load_dataset(
         dataset: ``"digits"``, ``"mnist"``, ``"fashion_mnist"`` or ``"cifar10"``.
         data_dir: a directory of IDX files (MNIST, FashionMNIST) or the tfds data directory
             (ignored for digits). None: FashionMNIST from the Debian package's directory if it is
-            installed, else tfds's default directory.
+            installed, else tfds's default directory (:func:`ntklib.sources.idx_data_dir`).
         image_size: resize (bilinear) to ``image_size × image_size``; None keeps the native size.
-        cache: cache decoded tfds arrays as .npz (see :func:`load_tfds_split`).
+        cache: cache decoded tfds arrays as .npz (see :func:`ntklib.sources.load_tfds_split`).
 
     Raises:
         ValueError: naming ``dataset`` if it is unknown.
-        FileNotFoundError: naming the missing file and how to get it.
+        FileNotFoundError: naming the missing file and how to get it
+            (:class:`ntklib.sources.DatasetNotPreparedError` when tfds has no prepared copy).
         ntklib.idx.IdxError: naming an IDX file that is corrupt, truncated or mismatched.
     """
     check_dataset(dataset)
-    idx_dir = idx_data_dir(dataset, data_dir)
+    idx_dir = sources.idx_data_dir(dataset, data_dir)
     if dataset == "digits":
         ds = load_digits_dataset()
     elif idx_dir is not None:
-        train, test = (load_idx_split(dataset, split, idx_dir) for split in ("train", "test"))
+        train, test = (sources.load_idx_split(dataset, split, idx_dir) for split in ("train", "test"))
         ds = _from_uint8(dataset, train, test, source=str(idx_dir))
     else:
-        ds = _load_tfds(dataset, data_dir, cache)
+        train, test = sources.load_tfds_splits(dataset, data_dir, cache=cache)
+        ds = _from_uint8(dataset, train, test, source="tfds")
     if image_size is not None and image_size != ds.train_images.shape[1]:
         ds = dataclasses.replace(
             ds,

@@ -1,5 +1,6 @@
-"""IDX reader (ntklib.idx) and the IDX route of ntklib.data: files the tests write, and the real
-FashionMNIST files of the Debian package ``dataset-fashion-mnist`` where it is installed."""
+"""IDX reader (ntklib.idx) and the data sources (ntklib.sources) behind ntklib.data: files the tests
+write, and the real FashionMNIST files of the Debian package ``dataset-fashion-mnist`` where it is
+installed."""
 
 import gzip
 import struct
@@ -9,9 +10,10 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from ntklib import data
-from ntklib.data import DEBIAN_DATA_DIRS, IDX_FILES, balanced_batches, load_dataset, load_idx_split, steps_per_epoch
+from ntklib import sources
+from ntklib.data import balanced_batches, load_dataset, steps_per_epoch
 from ntklib.idx import IMAGES_MAGIC, LABELS_MAGIC, IdxError, read_idx
+from ntklib.sources import DEBIAN_DATA_DIRS, IDX_FILES, DatasetNotPreparedError, load_idx_split
 
 
 def idx_bytes(array: np.ndarray, magic: int | None = None) -> bytes:
@@ -157,28 +159,30 @@ def test_default_location_then_tfds(tmp_path, monkeypatch, idx_dir):
     monkeypatch.setitem(DEBIAN_DATA_DIRS, "fashion_mnist", str(root))
     assert load_dataset("fashion_mnist").source == str(root)  # no data_dir: the Debian directory
     monkeypatch.setitem(DEBIAN_DATA_DIRS, "fashion_mnist", str(tmp_path / "absent"))
-    assert data.idx_data_dir("fashion_mnist", None) is None  # falls back to tfds
+    assert sources.idx_data_dir("fashion_mnist", None) is None  # falls back to tfds
     with tfds.testing.mock_data(num_examples=10, policy=tfds.testing.MockPolicy.USE_CODE):
         assert load_dataset("fashion_mnist", data_dir=str(tmp_path / "t")).source == "tfds"
-    assert data.idx_data_dir("cifar10", root) is None  # CIFAR-10 has no IDX route
+    assert sources.idx_data_dir("cifar10", root) is None  # CIFAR-10 has no IDX route
 
 
 def test_tfds_failure_says_how_to_get(tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise OSError("no network")
 
-    monkeypatch.setattr(data, "_read_tfds_split", fail)
+    monkeypatch.setattr(sources, "_read_tfds_split", fail)
     with pytest.raises(
-        FileNotFoundError, match=r"no IDX files and no prepared tfds dataset in .*dataset-fashion-mnist"
+        DatasetNotPreparedError, match=r"no IDX files and no prepared tfds dataset in .*dataset-fashion-mnist"
     ):
         load_dataset("fashion_mnist", data_dir=str(tmp_path))
+    with pytest.raises(DatasetNotPreparedError, match=r"'cifar10' is not prepared .*tfds build cifar10"):
+        load_dataset("cifar10", data_dir=str(tmp_path))
 
 
 REAL_DIR = Path(DEBIAN_DATA_DIRS["fashion_mnist"])
 
 
 @pytest.mark.skipif(
-    not data.has_idx_files(REAL_DIR),
+    not sources.has_idx_files(REAL_DIR),
     reason=f"FashionMNIST IDX files not in {REAL_DIR} (apt-get install dataset-fashion-mnist)",
 )
 def test_real_fashion_mnist():
