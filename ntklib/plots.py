@@ -16,7 +16,7 @@ The NC1 panes (b) and (f) show the paper's form, the mean within-class standard 
 released code reports (``nc1``); :func:`draw_curves` and :func:`draw_finals` put the scale-free
 trace form tr(Σ_W Σ_B⁺)/K (``nc1_trace``, :mod:`ntklib.collapse`) beside it as an extra pane.
 
-Three figures, at most three panes a row, :data:`BOOK_WIDTH_IN` wide, one legend of the inits
+Three figures, at most three panes a row, :data:`ntklib.book.BOOK_WIDTH_IN` wide, one legend of the inits
 below each (:func:`legend_below`): :func:`draw_curves` (a–e), :func:`draw_finals` (f–h) and
 :func:`draw_kernels` (i–j). :func:`plot_figure2` stacks them in one file
 (``python -m ntklib.experiment plot``). Views that are not panes of the paper: NC1 (trace), ‖E‖_F
@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from ntklib import measure, results
+from ntklib.book import BOOK_STYLE, BOOK_WIDTH_IN
 
 NC1_FORMS = {"nc1": "within-class std", "nc1_trace": r"tr$(\Sigma_W \Sigma_B^{+})/K$"}
 """The two NC1 columns and the words of their y-labels."""
@@ -81,41 +82,12 @@ for _name in (*NC1_FORMS, *(virtual for _, virtual, _ in ALIGNMENTS), "batch_per
     measure.column(_name)
 
 
-BOOK_DPI = 100
-"""Resolution of the book's figures, dots per inch (a figure w inches wide is 100·w pixels)."""
-BOOK_WIDTH_IN = 7.2
-"""Width of the book's widest figure in inches. At BOOK_DPI it fits the page's content column (about
-700 px in a 1280 px window) nearly unscaled, so its text keeps the size set below."""
-MIN_FONT_PT = 10.0
-"""Size in points of the book style's smallest text, tick labels and legends (about 10 pt on the page)."""
-BOOK_STYLE = {
-    "figure.dpi": BOOK_DPI,
-    "savefig.dpi": BOOK_DPI,
-    "figure.figsize": (BOOK_WIDTH_IN, 3.6),
-    "figure.constrained_layout.use": True,
-    "font.size": 11.0,
-    "axes.titlesize": 11.0,
-    "axes.labelsize": 11.0,
-    "xtick.labelsize": MIN_FONT_PT,
-    "ytick.labelsize": MIN_FONT_PT,
-    "legend.fontsize": MIN_FONT_PT,
-    "legend.title_fontsize": MIN_FONT_PT,
-}
-"""matplotlib rcParams of every figure in the book (:func:`use_book_style`)."""
-
-
 ROW_HEIGHT_IN = 2.3
 """Height of one row of panes in the figures of :func:`draw_curves`, :func:`draw_finals`, :func:`draw_kernels`."""
 TITLES_HEIGHT_IN = 1.1
 """Height added to those figures for their title and the legend below."""
 SAVE_DPI = 150
 """Resolution of the file that :func:`plot_figure2` writes."""
-
-
-def use_book_style() -> None:
-    """Set :data:`BOOK_STYLE`: figures at most :data:`BOOK_WIDTH_IN` wide, text at least
-    :data:`MIN_FONT_PT`. Figures with more than three panes should use more rows, not more width."""
-    _pyplot().rcParams.update(BOOK_STYLE)
 
 
 def _pyplot():
@@ -401,7 +373,7 @@ CURVES_COLUMNS, FINALS_COLUMNS, KERNELS_COLUMNS, KERNELS_PLACES = 3, 3, 2, 4
 
 
 def _grid(fig, n_panes: int, ncols: int):
-    """``n_panes`` axes in rows of ``ncols`` on ``fig`` (a new figure, :data:`BOOK_WIDTH_IN` wide,
+    """``n_panes`` axes in rows of ``ncols`` on ``fig`` (a new figure, :data:`ntklib.book.BOOK_WIDTH_IN` wide,
     when None), the unused places of the last row removed."""
     rows = _rows(n_panes, ncols)
     if fig is None:

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ntklib import experiment, plots, results
+from ntklib import book, experiment, plots, results
 
 matplotlib.use("Agg")
 
@@ -141,7 +141,7 @@ def _check_layout(fig, n_panes, paper):
     the paper's panes named in the title. Returns the panes (the axes with data)."""
     axes = [ax for ax in fig.axes if ax.axison]
     assert len(axes) == n_panes
-    assert fig.get_figwidth() == plots.BOOK_WIDTH_IN
+    assert fig.get_figwidth() == book.BOOK_WIDTH_IN
     assert all(ax.get_subplotspec().get_gridspec().ncols <= 3 for ax in axes)
     assert [ax.get_legend() for ax in axes] == [None] * n_panes
     (legend,) = fig.legends
@@ -286,5 +286,5 @@ def test_cli_plot_writes_the_composite_of_the_three_figures(tmp_path, capsys):
         "paper's Figure 2 (f–h)",
         "paper's Appendix C, Figures 3–11, panes i–j",
     ]
-    assert len([ax for ax in fig.axes if ax.axison]) == 7 + 5 + 3 and fig.get_figwidth() == plots.BOOK_WIDTH_IN
+    assert len([ax for ax in fig.axes if ax.axison]) == 7 + 5 + 3 and fig.get_figwidth() == book.BOOK_WIDTH_IN
     matplotlib.pyplot.close("all")

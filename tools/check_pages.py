@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 
-from ntklib.plots import BOOK_DPI, MIN_FONT_PT
+from ntklib.book import BOOK_DPI, MIN_FONT_PT
 
 MAX_CODE_LINE = 88
 WINDOW = (1280, 900)  # a laptop browser window, CSS pixels
