@@ -16,7 +16,8 @@ pairs of half-batches):
 each averaged over the C outputs. Because the three pair sets are disjoint, these three means are
 also the least-squares fit of a block matrix to Θ_c (the orthogonal projection onto
 span{I, S − I, 1 1ᵀ − S} with S = I_K ⊗ 1 1ᵀ), so :func:`block_fit_error` is the relative norm of
-what that projection leaves out.
+what that projection leaves out (with ``centred=True``, relative to the kernel minus its constant
+background).
 
 The label alignment A(Σ_c Θ_c, YᵀY) is measured exactly (:func:`label_alignment`) and, as the
 released code estimates it, for a *virtual* batch of k samples per class assembled from the block
@@ -218,6 +219,7 @@ def block_fit_error(
     *,
     num_classes: int | None = None,
     per_class: int | None = None,
+    centred: bool = False,
 ) -> float:
     """Relative distance to the best block-structured kernel, over all outputs.
 
@@ -227,8 +229,32 @@ def block_fit_error(
     (near-)zero kernel — dead ReLU features — neither divide by zero nor dominate. It is 0 exactly
     when every Θ_c is block-structured (possibly with different values per output) and lies in
     [0, 1]. Returns 0 for an all-zero stack.
+
+    With ``centred`` the error is relative to the *non-constant part* of each kernel: every Θ_c is
+    first replaced by Θ_c − mean(Θ_c) (the mean over all N² entries), so the error is
+    Σ_c ‖Θ_c − K_c‖_F / Σ_c ‖Θ_c − mean(Θ_c)‖_F. The residual Θ_c − K_c is the same either way (a
+    constant is itself a block matrix), but a large constant background, as at initialisation, no
+    longer makes every kernel look block-structured.
+
+    Args:
+        kernels: (C, N, N) per-output kernels Θ_c (or one (N, N) kernel) on a class-sorted balanced
+            batch.
+        labels, num_classes, per_class: the batch, see :func:`balanced_batch_sizes`.
+        centred: measure relative to each Θ_c − mean(Θ_c) instead of Θ_c (default False, the
+            record columns ``block_fit_*``).
+
+    Example:
+        A constant background and a texture with no block form (its block means are 0):
+
+        >>> theta = 10.0 + np.diag([1.0, -1.0, 1.0, -1.0])
+        >>> round(block_fit_error(theta, num_classes=2, per_class=2), 4)
+        0.0499
+        >>> round(block_fit_error(theta, num_classes=2, per_class=2, centred=True), 12)
+        1.0
     """
     a, k, m = _prepare(kernels, labels, num_classes, per_class)
+    if centred:
+        a = a - a.mean(axis=(1, 2), keepdims=True)
     means = block_means(a, num_classes=k, per_class=m)
     n = k * m
     same = np.kron(np.eye(k), np.ones((m, m)))

@@ -4,6 +4,7 @@ import itertools
 
 import numpy as np
 import pytest
+from helpers import naive_block_kernel, naive_class_indicator
 
 from ntklib import kernel_stats as ks
 from ntklib.block_kernel import BlockKernel, class_indicator, one_hot_labels
@@ -213,3 +214,59 @@ def test_virtual_alignment_bad_inputs_raise_naming_the_parameter():
         ks.virtual_batch_alignment(ones, ones, num_classes=1, per_class=2)
     with pytest.raises(ValueError, match="per_class"):
         ks.virtual_label_alignment(np.eye(4), num_classes=2, per_class=2, virtual_per_class=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Block fit of the non-constant part (centred=True)
+# ---------------------------------------------------------------------------------------------
+
+
+def _naive_block_fit_error(kernels, k, m, centred):
+    """Σ_c ‖Θ_c − K_c‖_F / Σ_c ‖Θ_c (− mean Θ_c)‖_F, K_c entry by entry from Θ_c's pair means."""
+    num = den = 0.0
+    for theta in kernels:
+        base = theta - theta.mean() if centred else theta
+        same = naive_class_indicator(k, m).astype(bool)
+        eye = np.eye(k * m, dtype=bool)
+        means = [theta[eye].mean(), theta[same & ~eye].mean(), theta[~same].mean()]
+        fit = naive_block_kernel(*means, k, m)
+        num += np.linalg.norm(theta - fit)
+        den += np.linalg.norm(base)
+    return num / den
+
+
+@pytest.mark.parametrize("centred", [False, True])
+def test_block_fit_error_matches_the_naive_reference(centred):
+    rng = np.random.default_rng(5)
+    k, m = 3, 4
+    a = rng.normal(size=(2, k * m, k * m)) + np.array([3.0, -1.0])[:, None, None]
+    a = a + a.transpose(0, 2, 1)
+    got = ks.block_fit_error(a, num_classes=k, per_class=m, centred=centred)
+    assert got == pytest.approx(_naive_block_fit_error(a, k, m, centred), rel=1e-12)
+
+
+def test_centred_block_fit_ignores_each_outputs_constant_background():
+    rng = np.random.default_rng(6)
+    k, m = 2, 3
+    a = rng.normal(size=(2, k * m, k * m))
+    a = a + a.transpose(0, 2, 1)
+    shifted = a + np.array([50.0, -20.0])[:, None, None]  # a different constant per output
+    sizes = {"num_classes": k, "per_class": m}
+    centred = ks.block_fit_error(a, **sizes, centred=True)
+    assert ks.block_fit_error(shifted, **sizes, centred=True) == pytest.approx(centred, rel=1e-12)
+    # ... while the raw error shrinks under the background: it makes the kernel look block-like
+    assert ks.block_fit_error(shifted, **sizes) < 0.2 * ks.block_fit_error(a, **sizes)
+
+
+def test_centred_block_fit_of_block_and_constant_kernels_is_zero():
+    k, m = 3, 2
+    block = naive_block_kernel(4.0, 1.5, 0.5, k, m)
+    assert ks.block_fit_error(block, num_classes=k, per_class=m, centred=True) < 1e-14
+    constant = np.full((2, k * m, k * m), 7.0)  # nothing is left once the mean is removed
+    assert ks.block_fit_error(constant, num_classes=k, per_class=m, centred=True) == 0.0
+
+
+def test_texture_without_block_form_is_all_of_the_non_constant_part():
+    theta = 10.0 + np.diag([1.0, -1.0, 1.0, -1.0])  # block means 10: the fit is the constant
+    assert ks.block_fit_error(theta, num_classes=2, per_class=2, centred=True) == pytest.approx(1.0)
+    assert ks.block_fit_error(theta, num_classes=2, per_class=2) == pytest.approx(2 / np.linalg.norm(theta))
