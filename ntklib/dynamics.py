@@ -13,6 +13,9 @@ Three families of dynamics:
   end-of-training reduction dH/dt = −λ_0 Wᵀ R;
 * the decomposed flow of Theorem 5.1 for (M, H₂, W, b).
 
+The residual and the loss of a state, as the chapters plot them: :func:`residual_of`,
+:func:`loss_of`.
+
 Vector fields have the signature ``f(t, state, args)`` of diffrax and are integrated by
 :func:`integrate`.
 """
@@ -70,6 +73,62 @@ class ResidualComponents(NamedTuple):
 def residual(weights: Array, features: Array, bias: Array, num_classes: int, per_class: int) -> Array:
     """R = W H + b 1ᵀ − Y, shape (K, N)."""
     return weights @ features + bias[:, None] - one_hot_labels(num_classes, per_class, features.dtype)
+
+
+def residual_of(state: FlowState, kernel: BlockKernel) -> Array:
+    """R = W H + b 1ᵀ − Y of a Theorem 4.1 state, shape (K, N), with K and m taken from ``kernel``.
+
+    The same as :func:`residual` with ``(state.weights, state.features, state.bias,
+    kernel.num_classes, kernel.per_class)``; vmap it along a trajectory's states.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from ntklib.block_kernel import BlockKernel
+        >>> kernel = BlockKernel(2.0, 0.5, 0.1, num_classes=2, per_class=2)
+        >>> features = jnp.array([[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 1.0]])  # H = Y
+        >>> state = FlowState(features, weights=jnp.eye(2), bias=jnp.array([0.5, 0.0]))
+        >>> residual_of(state, kernel).tolist()  # W H + b 1ᵀ − Y = b 1ᵀ
+        [[0.5, 0.5, 0.5, 0.5], [0.0, 0.0, 0.0, 0.0]]
+    """
+    return residual(state.weights, state.features, state.bias, kernel.num_classes, kernel.per_class)
+
+
+def class_mean_residual(weights: Array, class_means: Array, bias: Array) -> Array:
+    """R̄ = W M + b 1_Kᵀ − I_K, shape (K, K): the residual of the class means M (d, K).
+
+    Column k is the mean over class k of the columns of R, since R Yᵀ / m = W M + b 1_Kᵀ − I_K.
+    """
+    return weights @ class_means + bias[:, None] - jnp.eye(weights.shape[0], dtype=weights.dtype)
+
+
+def loss_of(state: FlowState | DecomposedState, kernel: BlockKernel) -> Array:
+    """The squared loss L = ½‖R‖²_F of a state, a scalar; the loss whose gradient flow this module follows.
+
+    For a :class:`FlowState`, ``0.5 * sum(residual_of(state, kernel) ** 2)``. For a
+    :class:`DecomposedState` (H = M Y + H₂ V₂ᵀ with V₂ orthonormal and orthogonal to Y's rows),
+    R splits into R̄ Y (class means) and W H₂ V₂ᵀ (within-class), so::
+
+        L = ½ (m ‖R̄‖²_F + ‖W H₂‖²_F),   R̄ = W M + b 1_Kᵀ − I_K  (:func:`class_mean_residual`),
+
+    the same number as for the composed features, whatever the basis of the within-class space.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from ntklib.block_kernel import BlockKernel
+        >>> kernel = BlockKernel(2.0, 0.5, 0.1, num_classes=2, per_class=2)
+        >>> features = jnp.array([[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 1.0]])  # H = Y
+        >>> state = FlowState(features, weights=jnp.eye(2), bias=jnp.array([0.5, 0.0]))
+        >>> float(loss_of(state, kernel))  # ½ · 4 · 0.5²
+        0.5
+        >>> means, within = features[:, ::2], jnp.zeros((2, 2))  # M = I, H₂ = 0
+        >>> float(loss_of(DecomposedState(means, within, state.weights, state.bias), kernel))
+        0.5
+    """
+    if isinstance(state, DecomposedState):
+        mean_part = class_mean_residual(state.weights, state.class_means, state.bias)
+        within_part = state.weights @ state.within
+        return 0.5 * (kernel.per_class * jnp.sum(mean_part**2) + jnp.sum(within_part**2))
+    return 0.5 * jnp.sum(residual_of(state, kernel) ** 2)
 
 
 def residual_components(res: Array, num_classes: int) -> ResidualComponents:
@@ -207,7 +266,7 @@ def theorem51_vector_field(
 
     def vector_field(t: Array | float, state: DecomposedState, args: object) -> DecomposedState:
         means, within, w, b = state
-        rbar = w @ means + b[:, None] - jnp.eye(w.shape[0], dtype=w.dtype)
+        rbar = class_mean_residual(w, means, b)
         row_sums = rbar.sum(axis=1, keepdims=True)  # R̄ 1_K, (K, 1)
         d_means = -w.T @ (lamc * rbar + m * kernel.other_class * row_sums)
         d_within = -lam0 * w.T @ (w @ within)

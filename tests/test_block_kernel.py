@@ -3,6 +3,7 @@
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import naive_block_kernel, naive_class_indicator, naive_labels
 
 from ntklib.block_kernel import (
     BlockEigenvalues,
@@ -20,21 +21,6 @@ GRID = [(k, m) for k in (2, 3, 5) for m in (2, 4)]
 KAPPAS = [(3.0, 1.0, 0.2), (2.0, 0.5, -0.05)]
 
 
-def naive_matrix(kd, kc, kn, k, m):
-    """K_κ entry by entry from its definition (Definition 3.1)."""
-    n = k * m
-    out = np.empty((n, n))
-    for i in range(n):
-        for j in range(n):
-            if i == j:
-                out[i, j] = kd
-            elif i // m == j // m:
-                out[i, j] = kc
-            else:
-                out[i, j] = kn
-    return out
-
-
 def table1(kd, kc, kn, k, m):
     lam0 = kd - kc
     lamc = kd - kc + m * (kc - kn)
@@ -46,7 +32,7 @@ def table1(kd, kc, kn, k, m):
 def test_matrix_matches_definition(k, m, kappa):
     kern = BlockKernel(*kappa, num_classes=k, per_class=m)
     assert kern.num_samples == k * m
-    np.testing.assert_allclose(np.asarray(kern.matrix()), naive_matrix(*kappa, k, m), rtol=0, atol=1e-14)
+    np.testing.assert_allclose(np.asarray(kern.matrix()), naive_block_kernel(*kappa, k, m), rtol=0, atol=1e-14)
 
 
 def test_matrix_dtype():
@@ -63,7 +49,7 @@ def test_eigenvalues_and_multiplicities_vs_eigh(k, m, kappa):
     ev = kern.eigenvalues()
     assert isinstance(ev, BlockEigenvalues)
     np.testing.assert_allclose(ev, table1(*kappa, k, m), rtol=1e-14)
-    evals = np.linalg.eigh(naive_matrix(*kappa, k, m))[0]
+    evals = np.linalg.eigh(naive_block_kernel(*kappa, k, m))[0]
     expected = np.sort([ev.lam0] * (k * (m - 1)) + [ev.lamc] * (k - 1) + [ev.lammax])
     np.testing.assert_allclose(evals, expected, rtol=0, atol=1e-12)
     # multiplicities, counted from eigh
@@ -86,7 +72,7 @@ def test_alpha_vs_paper_formula_and_dense_inverse(k, m, kappa):
     rng = np.random.default_rng(k * 10 + m)
     means = rng.normal(size=(k + 2, k))
     h = np.repeat(means, m, axis=1)  # every sample on its class mean
-    dense = h @ np.linalg.inv(naive_matrix(*kappa, k, m)) @ h.T
+    dense = h @ np.linalg.inv(naive_block_kernel(*kappa, k, m)) @ h.T
     folded = (m / lamc) * means @ (np.eye(k) - alpha * np.ones((k, k))) @ means.T
     np.testing.assert_allclose(folded, dense, rtol=1e-10, atol=1e-12)
 
@@ -106,7 +92,7 @@ def test_eigenvectors_of_table1(k, m, kappa):
     rng = np.random.default_rng(0)
     kern = BlockKernel(*kappa, num_classes=k, per_class=m)
     lam0, lamc, lammax = kern.eigenvalues()
-    mat = naive_matrix(*kappa, k, m)
+    mat = naive_block_kernel(*kappa, k, m)
     ones = np.ones(k * m)
     np.testing.assert_allclose(mat @ ones, lammax * ones, atol=1e-12)
     v = rng.normal(size=k)
@@ -125,7 +111,7 @@ def test_eigenvectors_of_table1(k, m, kappa):
 def test_projectors_match_eigh_eigenspaces(k, m, kappa):
     kern = BlockKernel(*kappa, num_classes=k, per_class=m)
     ev = kern.eigenvalues()
-    evals, evecs = np.linalg.eigh(naive_matrix(*kappa, k, m))
+    evals, evecs = np.linalg.eigh(naive_block_kernel(*kappa, k, m))
     p = block_projectors(k, m)
     for value, proj in ((ev.lam0, p.within), (ev.lamc, p.cls), (ev.lammax, p.glob)):
         u = evecs[:, np.isclose(evals, value, atol=1e-10)]
@@ -161,7 +147,7 @@ def test_spectral_decomposition(k, m, kappa):
     lam0, lamc, lammax = kern.eigenvalues()
     p = block_projectors(k, m)
     np.testing.assert_allclose(
-        np.asarray(lam0 * p.within + lamc * p.cls + lammax * p.glob), naive_matrix(*kappa, k, m), atol=1e-13
+        np.asarray(lam0 * p.within + lamc * p.cls + lammax * p.glob), naive_block_kernel(*kappa, k, m), atol=1e-13
     )
 
 
@@ -169,9 +155,9 @@ def test_spectral_decomposition(k, m, kappa):
 @pytest.mark.parametrize("kappa", KAPPAS)
 def test_inverse_vs_dense_inv(k, m, kappa):
     kern = BlockKernel(*kappa, num_classes=k, per_class=m)
-    expected = np.linalg.inv(naive_matrix(*kappa, k, m))
+    expected = np.linalg.inv(naive_block_kernel(*kappa, k, m))
     np.testing.assert_allclose(np.asarray(kern.inverse()), expected, rtol=1e-12, atol=1e-13)
-    np.testing.assert_allclose(np.asarray(kern.inverse()) @ naive_matrix(*kappa, k, m), np.eye(k * m), atol=1e-12)
+    np.testing.assert_allclose(np.asarray(kern.inverse()) @ naive_block_kernel(*kappa, k, m), np.eye(k * m), atol=1e-12)
 
 
 @pytest.mark.parametrize("k,m", GRID)
@@ -179,7 +165,7 @@ def test_inverse_vs_dense_inv(k, m, kappa):
 def test_apply_vs_matmul(k, m, kappa):
     rng = np.random.default_rng(1)
     kern = BlockKernel(*kappa, num_classes=k, per_class=m)
-    mat = naive_matrix(*kappa, k, m)
+    mat = naive_block_kernel(*kappa, k, m)
     shapes = ((k * m,), (2, 3, k * m)) if (k, m) == (3, 2) else ((2, 3, k * m),)
     for shape in shapes:
         x = rng.normal(size=shape)
@@ -195,7 +181,7 @@ def test_is_positive_definite_vs_eigh():
     for k, m in ((2, 2), (3, 4), (5, 2)):
         for kappa in cases:
             kern = BlockKernel(*kappa, num_classes=k, per_class=m)
-            expected = np.linalg.eigh(naive_matrix(*kappa, k, m))[0].min() > 1e-12
+            expected = np.linalg.eigh(naive_block_kernel(*kappa, k, m))[0].min() > 1e-12
             assert kern.is_positive_definite() == expected, (kappa, k, m)
             if expected:
                 assert kern.check_positive_definite() is kern
@@ -247,9 +233,7 @@ def test_block_kernel_is_frozen():
 
 @pytest.mark.parametrize("k,m", GRID)
 def test_class_indicator_vs_loop(k, m):
-    n = k * m
-    expected = np.array([[1.0 if i // m == j // m else 0.0 for j in range(n)] for i in range(n)])
-    np.testing.assert_array_equal(np.asarray(class_indicator(k, m)), expected)
+    np.testing.assert_array_equal(np.asarray(class_indicator(k, m)), naive_class_indicator(k, m))
 
 
 @pytest.mark.parametrize("k,m", GRID)
@@ -275,8 +259,5 @@ def test_class_average_vs_loop(k, m):
 def test_one_hot_labels_vs_loop(k, m):
     y = np.asarray(one_hot_labels(k, m))
     assert y.shape == (k, k * m)
-    expected = np.zeros((k, k * m))
-    for i in range(k * m):
-        expected[i // m, i] = 1.0
-    np.testing.assert_array_equal(y, expected)
+    np.testing.assert_array_equal(y, naive_labels(k, m))
     assert one_hot_labels(k, m, jnp.float32).dtype == jnp.float32

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import scipy.integrate
 import scipy.linalg
+from helpers import centring, naive_block_kernel, naive_class_means, naive_labels, naive_projectors, random_within_basis
 
 from ntklib.block_kernel import BlockKernel
 from ntklib.dynamics import (
@@ -14,11 +15,14 @@ from ntklib.dynamics import (
     FlowState,
     ResidualComponents,
     Trajectory,
+    class_mean_residual,
     integrate,
+    loss_of,
     residual,
     residual_components,
     residual_flow,
     residual_gradient_descent,
+    residual_of,
     theorem41_vector_field,
     theorem51_vector_field,
 )
@@ -29,30 +33,6 @@ KAPPA = (3.0, 1.0, 0.2)
 
 
 # ---------------------------------------------------------------- naive references (numpy only)
-
-
-def dense_kernel(kd, kc, kn, k, m):
-    n = k * m
-    cls = np.arange(n) // m
-    return np.where(np.eye(n, dtype=bool), kd, np.where(cls[:, None] == cls[None, :], kc, kn))
-
-
-def labels_matrix(k, m):
-    y = np.zeros((k, k * m))
-    for i in range(k * m):
-        y[i // m, i] = 1.0
-    return y
-
-
-def projectors(k, m):
-    n = k * m
-    glob = np.ones((n, n)) / n
-    same = np.kron(np.eye(k), np.ones((m, m))) / m
-    return glob, same - glob, np.eye(n) - same
-
-
-def centring(n):
-    return np.eye(n) - np.ones((n, n)) / n
 
 
 def naive_field(h, w, b, kmat, y, centred=False, train_bias=True):
@@ -84,8 +64,56 @@ def as_np(state):
 def test_residual_vs_naive(k, m):
     rng = np.random.default_rng(0)
     h, w, b = random_state(rng, k, m, d=k + 1)
-    expected = w @ h + np.outer(b, np.ones(k * m)) - labels_matrix(k, m)
+    expected = w @ h + np.outer(b, np.ones(k * m)) - naive_labels(k, m)
     np.testing.assert_allclose(np.asarray(residual(w, h, b, k, m)), expected, atol=1e-14)
+
+
+@pytest.mark.parametrize("k,m", GRID)
+def test_residual_of_and_loss_of_a_flow_state_vs_direct_computation(k, m):
+    rng = np.random.default_rng(12)
+    kern = BlockKernel(*KAPPA, num_classes=k, per_class=m)
+    h, w, b = random_state(rng, k, m, d=k + 1)
+    state = FlowState(jnp.asarray(h), jnp.asarray(w), jnp.asarray(b))
+    expected = np.empty((k, k * m))  # R[c, i] = w_c · h_i + b_c − [i is of class c]
+    for c in range(k):
+        for i in range(k * m):
+            expected[c, i] = w[c] @ h[:, i] + b[c] - (1.0 if i // m == c else 0.0)
+    np.testing.assert_allclose(np.asarray(residual_of(state, kern)), expected, atol=1e-14)
+    assert float(loss_of(state, kern)) == pytest.approx(0.5 * np.sum(expected**2), rel=1e-13)
+    # the chapters' spelling, bit for bit
+    assert float(loss_of(state, kern)) == float(
+        0.5 * jnp.sum(residual(state.weights, state.features, state.bias, k, m) ** 2)
+    )
+
+
+@pytest.mark.parametrize("k,m", GRID)
+def test_loss_of_a_decomposed_state_is_that_of_its_features(k, m):
+    """½(m‖R̄‖² + ‖W H₂‖²) equals ½‖R‖² of the composed features, for any orthonormal basis of 1_m^⊥."""
+    rng = np.random.default_rng(13)
+    kern = BlockKernel(*KAPPA, num_classes=k, per_class=m)
+    h, w, b = random_state(rng, k, m, d=k + 1)
+    direct = 0.5 * np.sum((w @ h + b[:, None] - naive_labels(k, m)) ** 2)
+    for basis in (None, jnp.asarray(random_within_basis(rng, m))):
+        means, within = decompose_features(jnp.asarray(h), k, m, basis)
+        decomposed = DecomposedState(means, within, jnp.asarray(w), jnp.asarray(b))
+        assert float(loss_of(decomposed, kern)) == pytest.approx(direct, rel=1e-12)
+    expected_rbar = w @ naive_class_means(h, k, m) + b[:, None] - np.eye(k)
+    np.testing.assert_allclose(np.asarray(class_mean_residual(w, means, b)), expected_rbar, atol=1e-13)
+
+
+def test_residual_of_and_loss_of_vmap_along_a_trajectory():
+    k, m, d, steps = 3, 2, 4, 5
+    kern = BlockKernel(*KAPPA, num_classes=k, per_class=m)
+    rng = np.random.default_rng(14)
+    states = [random_state(rng, k, m, d) for _ in range(steps)]
+    stacked = FlowState(*(jnp.asarray(np.stack(parts)) for parts in zip(*states, strict=True)))
+    losses = jax.vmap(lambda s: loss_of(s, kern))(stacked)
+    residuals = jax.vmap(lambda s: residual_of(s, kern))(stacked)
+    assert losses.shape == (steps,) and residuals.shape == (steps, k, k * m)
+    for t in range(steps):
+        one = FlowState(*(x[t] for x in stacked))
+        np.testing.assert_allclose(np.asarray(residuals[t]), np.asarray(residual_of(one, kern)), atol=1e-15)
+        assert float(losses[t]) == pytest.approx(float(loss_of(one, kern)), rel=1e-14)
 
 
 @pytest.mark.parametrize("k,m", GRID)
@@ -94,7 +122,7 @@ def test_residual_components_are_projections(k, m):
     r = rng.normal(size=(k, k * m))
     parts = residual_components(jnp.asarray(r), k)
     assert isinstance(parts, ResidualComponents)
-    for part, proj in zip(parts, projectors(k, m), strict=True):
+    for part, proj in zip(parts, naive_projectors(k, m), strict=True):
         assert part.shape == r.shape
         np.testing.assert_allclose(np.asarray(part), r @ proj, atol=1e-14)
     np.testing.assert_allclose(np.asarray(sum(parts)), r, atol=1e-14)
@@ -104,7 +132,7 @@ def test_residual_components_are_projections(k, m):
 def test_residual_flow_vs_expm(k, m):
     rng = np.random.default_rng(2)
     kern = BlockKernel(2.0, 0.7, 0.1, num_classes=k, per_class=m)
-    kmat = dense_kernel(2.0, 0.7, 0.1, k, m)
+    kmat = naive_block_kernel(2.0, 0.7, 0.1, k, m)
     r0 = rng.normal(size=(k, k * m))
     times = np.array([0.0, 0.13, 0.5, 1.7])
     path = np.asarray(residual_flow(jnp.asarray(r0), kern, jnp.asarray(times)))
@@ -113,7 +141,7 @@ def test_residual_flow_vs_expm(k, m):
         np.testing.assert_allclose(rt, r0 @ scipy.linalg.expm(-t * kmat), rtol=1e-10, atol=1e-13)
     # each component decays at its own rate (μ_max, μ_c, μ_0 = Table 1 eigenvalues)
     mu0, muc, mumax = kern.eigenvalues()
-    p_glob, p_cls, p_within = projectors(k, m)
+    p_glob, p_cls, p_within = naive_projectors(k, m)
     t = times[-1]
     np.testing.assert_allclose(path[-1] @ p_glob, np.exp(-mumax * t) * r0 @ p_glob, atol=1e-13)
     np.testing.assert_allclose(path[-1] @ p_cls, np.exp(-muc * t) * r0 @ p_cls, atol=1e-13)
@@ -124,7 +152,7 @@ def test_residual_flow_vs_expm(k, m):
 def test_residual_gradient_descent_vs_loop(k, m):
     rng = np.random.default_rng(3)
     kern = BlockKernel(2.0, 0.7, 0.1, num_classes=k, per_class=m)
-    kmat = dense_kernel(2.0, 0.7, 0.1, k, m)
+    kmat = naive_block_kernel(2.0, 0.7, 0.1, k, m)
     r0 = rng.normal(size=(k, k * m))
     eta, steps = 0.07, 9
     path = np.asarray(residual_gradient_descent(jnp.asarray(r0), kern, eta, steps))
@@ -168,10 +196,10 @@ def test_theorem41_is_gradient_flow_of_linear_feature_model(k, m, form, centred)
     if form == "end_of_training":
         phi = np.sqrt(kern.eigenvalues().lam0) * np.eye(n)
     else:
-        phi = np.linalg.cholesky(dense_kernel(*KAPPA, k, m)).T  # ΦᵀΦ = K_κ
+        phi = np.linalg.cholesky(naive_block_kernel(*KAPPA, k, m)).T  # ΦᵀΦ = K_κ
     if centred:
         phi = phi @ centring(n)
-    y = labels_matrix(k, m)
+    y = naive_labels(k, m)
     theta = 0.5 * rng.normal(size=(d, n))
     _, w, b = random_state(rng, k, m, d)
 
@@ -195,8 +223,8 @@ def test_theorem41_forms_vs_dense_formula(k, m):
     rng = np.random.default_rng(5)
     d = k + 1
     kern = BlockKernel(*KAPPA, num_classes=k, per_class=m)
-    kmat = dense_kernel(*KAPPA, k, m)
-    y = labels_matrix(k, m)
+    kmat = naive_block_kernel(*KAPPA, k, m)
+    y = naive_labels(k, m)
     h, w, b = random_state(rng, k, m, d)
     state = FlowState(jnp.asarray(h), jnp.asarray(w), jnp.asarray(b))
     for form in ("block", "generic"):
@@ -223,11 +251,11 @@ def test_end_of_training_form_equals_block_form_when_class_residuals_vanish():
     rng = np.random.default_rng(6)
     k, m, d = 3, 4, 4
     kern = BlockKernel(*KAPPA, num_classes=k, per_class=m)
-    y = labels_matrix(k, m)
+    y = naive_labels(k, m)
     w = rng.normal(size=(k, d))
     b = rng.normal(size=k)
     # choose H so that R = W H + b 1ᵀ − Y has only a within-class part: R = R0 P_within
-    r_target = rng.normal(size=(k, k * m)) @ projectors(k, m)[2]
+    r_target = rng.normal(size=(k, k * m)) @ naive_projectors(k, m)[2]
     h = np.linalg.pinv(w) @ (r_target + y - b[:, None])  # W has full row rank, so W H = target
     np.testing.assert_allclose(w @ h + b[:, None] - y, r_target, atol=1e-12)
     state = FlowState(jnp.asarray(h), jnp.asarray(w), jnp.asarray(b))
@@ -287,7 +315,7 @@ def test_invariant_has_zero_time_derivative(k, m, form, centred):
     rng = np.random.default_rng(8)
     d = k + 1
     kern = BlockKernel(*KAPPA, num_classes=k, per_class=m)
-    kinv = np.linalg.inv(dense_kernel(*KAPPA, k, m))
+    kinv = np.linalg.inv(naive_block_kernel(*KAPPA, k, m))
     h, w, b = random_state(rng, k, m, d)
     if centred:
         # the centred flow (BatchNorm) conserves E for features with zero global mean; as a
@@ -390,8 +418,8 @@ def test_integrate_vs_solve_ivp_dop853(flows, name):
     kern, _, traj = flows
     h0, w0, b0 = initial_state(flows, name)
     form, centred, train_bias = FLOW_SPECS[name]
-    kmat = kern.eigenvalues().lam0 * np.eye(K * M) if form == "end_of_training" else dense_kernel(*KAPPA, K, M)
-    y = labels_matrix(K, M)
+    kmat = kern.eigenvalues().lam0 * np.eye(K * M) if form == "end_of_training" else naive_block_kernel(*KAPPA, K, M)
+    y = naive_labels(K, M)
     sizes = [h0.size, w0.size, b0.size]
 
     def rhs(t, flat):
@@ -484,9 +512,9 @@ def test_float32_inputs_stay_float32():
         if form == "end_of_training":
             kmat = kern.eigenvalues().lam0 * np.eye(k * m)
         else:
-            kmat = dense_kernel(*KAPPA, k, m)
+            kmat = naive_block_kernel(*KAPPA, k, m)
         h64, w64, b64 = (np.asarray(x, dtype=np.float64) for x in state)
-        want = naive_field(h64, w64, b64, kmat, labels_matrix(k, m), centred=form == "block")
+        want = naive_field(h64, w64, b64, kmat, naive_labels(k, m), centred=form == "block")
         for g_, w_ in zip(out, want, strict=True):
             np.testing.assert_allclose(np.asarray(g_), w_, rtol=1e-4, atol=1e-4)
     assert residual(w, h, b, k, m).dtype == jnp.float32

@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import naive_block_kernel, naive_class_means, naive_projectors, random_within_basis
 
 from ntklib.block_kernel import BlockKernel
 from ntklib.invariant import (
@@ -27,33 +28,12 @@ KAPPAS = [(3.0, 1.0, 0.2), (2.0, 0.5, -0.05)]  # positive definite on GRID; κ_n
 METRIC_KEYS = {"invariant_norm", "invariant_alignment", "wtw_norm", "mmt_norm", "h2h2t_norm", "mean_outer_norm"}
 
 
-def dense_kernel(kd, kc, kn, k, m):
-    n = k * m
-    cls = np.arange(n) // m
-    return np.where(np.eye(n, dtype=bool), kd, np.where(cls[:, None] == cls[None, :], kc, kn))
-
-
-def naive_class_means(h, k, m):
-    return np.stack([h[:, c * m : (c + 1) * m].mean(axis=1) for c in range(k)], axis=1)
-
-
-def within_projector(k, m):
-    return np.eye(k * m) - np.kron(np.eye(k), np.ones((m, m))) / m
-
-
-def random_basis(rng, m):
-    """A random orthonormal basis of 1_m^⊥ (QR of a projected Gaussian matrix)."""
-    c = np.eye(m) - np.ones((m, m)) / m
-    q, _ = np.linalg.qr(c @ rng.normal(size=(m, m - 1)))
-    return q
-
-
 def random_hw(rng, k, m, d):
     return rng.normal(size=(d, k * m)), rng.normal(size=(k, d))
 
 
 def dense_invariant(w, h, kappa, k, m):
-    return w.T @ w - h @ np.linalg.inv(dense_kernel(*kappa, k, m)) @ h.T
+    return w.T @ w - h @ np.linalg.inv(naive_block_kernel(*kappa, k, m)) @ h.T
 
 
 # ---------------------------------------------------------------- basis and decomposition
@@ -77,7 +57,7 @@ def test_decompose_vs_naive_and_round_trip(k, m):
     means, within = decompose_features(jnp.asarray(h), k, m)
     assert means.shape == (d, k) and within.shape == (d, k * (m - 1))
     np.testing.assert_allclose(np.asarray(means), naive_class_means(h, k, m), atol=1e-14)
-    np.testing.assert_allclose(np.asarray(within @ within.T), h @ within_projector(k, m) @ h.T, atol=1e-13)
+    np.testing.assert_allclose(np.asarray(within @ within.T), h @ naive_projectors(k, m).within @ h.T, atol=1e-13)
     # compose ∘ decompose = id on H, decompose ∘ compose = id on (M, H₂)
     np.testing.assert_allclose(np.asarray(compose_features(means, within, m)), h, atol=1e-13)
     m2, h2 = rng.normal(size=(d, k)), rng.normal(size=(d, k * (m - 1)))
@@ -97,7 +77,7 @@ def test_h2h2t_independent_of_basis(k, m):
     h = rng.normal(size=(d, k * m))
     _, within_default = decompose_features(jnp.asarray(h), k, m)
     for _ in range(2):
-        q = random_basis(rng, m)
+        q = random_within_basis(rng, m)
         np.testing.assert_allclose(q.T @ q, np.eye(m - 1), atol=1e-13)
         means, within = decompose_features(jnp.asarray(h), k, m, basis=jnp.asarray(q))
         np.testing.assert_allclose(np.asarray(means), naive_class_means(h, k, m), atol=1e-14)
@@ -146,7 +126,7 @@ def test_invariant_terms_and_closed_form(k, m, kappa):
     hbar = h.mean(axis=1)
     np.testing.assert_allclose(np.asarray(terms.wtw), w.T @ w, atol=1e-13)
     np.testing.assert_allclose(np.asarray(terms.mmt), means @ means.T, atol=1e-13)
-    np.testing.assert_allclose(np.asarray(terms.h2h2t), h @ within_projector(k, m) @ h.T, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(terms.h2h2t), h @ naive_projectors(k, m).within @ h.T, atol=1e-12)
     np.testing.assert_allclose(np.asarray(terms.mean_outer), np.outer(hbar, hbar), atol=1e-14)
     closed = np.asarray(invariant_from_terms(terms, kern))
     np.testing.assert_allclose(closed, dense_invariant(w, h, kappa, k, m), rtol=1e-11, atol=1e-11)
@@ -203,7 +183,7 @@ def test_invariant_metrics_vs_naive(k, m):
     assert set(metrics) == METRIC_KEYS
     assert all(isinstance(v, float) for v in metrics.values())
     wtw = w.T @ w
-    feat = h @ np.linalg.inv(dense_kernel(*kappa, k, m)) @ h.T
+    feat = h @ np.linalg.inv(naive_block_kernel(*kappa, k, m)) @ h.T
     means = naive_class_means(h, k, m)
     hbar = h.mean(axis=1)
     expected = {
@@ -211,7 +191,7 @@ def test_invariant_metrics_vs_naive(k, m):
         "invariant_alignment": np.sum(wtw * feat) / (np.linalg.norm(wtw) * np.linalg.norm(feat)),
         "wtw_norm": np.linalg.norm(wtw),
         "mmt_norm": np.linalg.norm(means @ means.T),
-        "h2h2t_norm": np.linalg.norm(h @ within_projector(k, m) @ h.T),
+        "h2h2t_norm": np.linalg.norm(h @ naive_projectors(k, m).within @ h.T),
         "mean_outer_norm": np.linalg.norm(np.outer(hbar, hbar)),
     }
     for key, value in expected.items():

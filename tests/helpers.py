@@ -1,0 +1,76 @@
+"""Naive references shared by the tests: one home for each, numpy only, entry by entry or from the
+explicit formula, never calling the ntklib code they check.
+
+A batch of N = K m samples is sorted by class: sample i belongs to class i // m.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+
+def naive_block_kernel(kd: float, kc: float, kn: float, k: int, m: int) -> np.ndarray:
+    """K_κ (N, N) entry by entry from Definition 3.1: κ_d on the diagonal, κ_c between two samples
+    of one class, κ_n between classes."""
+    n = k * m
+    out = np.empty((n, n))
+    for i in range(n):
+        for j in range(n):
+            if i == j:
+                out[i, j] = kd
+            elif i // m == j // m:
+                out[i, j] = kc
+            else:
+                out[i, j] = kn
+    return out
+
+
+def naive_labels(k: int, m: int) -> np.ndarray:
+    """Y = I_K ⊗ 1_mᵀ (K, N) entry by entry: Y[c, i] = 1 if sample i is of class c."""
+    y = np.zeros((k, k * m))
+    for i in range(k * m):
+        y[i // m, i] = 1.0
+    return y
+
+
+def naive_class_indicator(k: int, m: int) -> np.ndarray:
+    """YᵀY (N, N) entry by entry: 1 between two samples of one class (the diagonal included), else 0."""
+    n = k * m
+    return np.array([[1.0 if i // m == j // m else 0.0 for j in range(n)] for i in range(n)])
+
+
+class Projectors(NamedTuple):
+    """The three projectors of Table 1, each (N, N)."""
+
+    glob: np.ndarray
+    cls: np.ndarray
+    within: np.ndarray
+
+
+def naive_projectors(k: int, m: int) -> Projectors:
+    """The projectors of Table 1, each (N, N), from their formulas::
+
+    P_glob = 1 1ᵀ / N,   P_cls = (I_K ⊗ 1_m 1_mᵀ) / m − P_glob,   P_within = I_N − (I_K ⊗ 1_m 1_mᵀ) / m
+    """
+    n = k * m
+    glob = np.ones((n, n)) / n
+    same = np.kron(np.eye(k), np.ones((m, m))) / m
+    return Projectors(glob, same - glob, np.eye(n) - same)
+
+
+def naive_class_means(h: np.ndarray, k: int, m: int) -> np.ndarray:
+    """M (d, K): column c is the mean of the columns c m … (c + 1) m − 1 of the sorted features h (d, N)."""
+    return np.stack([h[:, c * m : (c + 1) * m].mean(axis=1) for c in range(k)], axis=1)
+
+
+def centring(n: int) -> np.ndarray:
+    """P = I_N − 1 1ᵀ / N (N, N): x P removes the mean of every row of x."""
+    return np.eye(n) - np.ones((n, n)) / n
+
+
+def random_within_basis(rng: np.random.Generator, m: int) -> np.ndarray:
+    """A random orthonormal basis (m, m − 1) of 1_m^⊥: QR of a centred Gaussian matrix."""
+    q, _ = np.linalg.qr(centring(m) @ rng.normal(size=(m, m - 1)))
+    return q
