@@ -102,7 +102,7 @@ class Book:
 
     def marker(self) -> str:
         """The line :func:`setup` prints: ``scale=<label>, seed=<n>``, then ``: name=value, ...`` of the
-        sizes (floats to three significant digits).
+        sizes (floats to four significant digits).
 
         Example:
             >>> Book("default", smoke=False, seed=3, sizes={"K": 4, "tol": 2e-2}).marker()
@@ -115,9 +115,9 @@ class Book:
 
 
 def _format(value: object) -> str:
-    """A size as the marker line shows it: floats to three significant digits, sequences item by item."""
+    """A size as the marker line shows it: floats to four significant digits, sequences item by item."""
     if isinstance(value, float):
-        return f"{value:.3g}"
+        return f"{value:.4g}"
     if isinstance(value, (tuple, list)):
         return "(" + ", ".join(_format(item) for item in value) + ")"
     return str(value)

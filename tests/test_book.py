@@ -253,9 +253,9 @@ def test_setup_x64(env, isolated):
 
 
 def test_marker_formats_sizes():
-    sizes = {"K": 10, "tol": 1e-1, "t": 20.0, "lrs": (0.00316227766, 0.68), "root": None, "name": "mlp"}
+    sizes = {"K": 10, "tol": 1e-1, "t": 1e3, "lrs": (0.00316227766, 0.68), "root": None, "name": "mlp"}
     marker = Book("paper", False, 1, sizes).marker()
-    assert marker == "scale=paper, seed=1: K=10, tol=0.1, t=20, lrs=(0.00316, 0.68), root=None, name=mlp"
+    assert marker == "scale=paper, seed=1: K=10, tol=0.1, t=1000, lrs=(0.003162, 0.68), root=None, name=mlp"
 
 
 # --- env_flag, figsize, results_path -------------------------------------------------------------
