@@ -14,7 +14,7 @@
 #   bash bench/cpu_sweep.sh                    # writes results/cpu_mlp_digits_e400 (~10 min, 2 cores)
 #   bash bench/cpu_sweep.sh /tmp/other_dir     # somewhere else
 # The records are written to a temporary directory and moved into place only when every run ended
-# (ntklib.sweep.SUCCESS: finished or diverged), so an interrupted call leaves the old records as
+# (ntklib.rundir.RunStatus.DONE: finished or diverged), so an interrupted call leaves the old records as
 # they were. Checkpoints and run locks are deleted (the records are the result); provenance.json
 # holds the commands, commit, versions, machine and wall time.
 set -euo pipefail
@@ -45,11 +45,11 @@ from importlib.metadata import version
 from pathlib import Path
 
 from ntklib.results import load_runs
-from ntklib.sweep import SUCCESS
+from ntklib.rundir import RunStatus
 
 root, start, wall, commands = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
 statuses = load_runs(root).groupby("run_dir")["run_status"].first()
-if not statuses.isin(SUCCESS).all():
+if not statuses.isin([status.value for status in RunStatus.DONE]).all():
     sys.exit(f"not every run ended: {statuses.value_counts().to_dict()}; nothing was moved")
 cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "")
 commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()

@@ -21,7 +21,8 @@ import pandas as pd
 from ntklib import observations
 from ntklib.data import load_dataset
 from ntklib.plots import final_records
-from ntklib.results import load_runs, read_json
+from ntklib.results import load_runs
+from ntklib.rundir import read_json
 from ntklib.sweep import learning_rates, run_sweep
 from ntklib.train import TrainConfig
 

@@ -50,8 +50,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ntklib import compilation, plots, results, sweep
-from ntklib.data import DatasetNotPreparedError
 from ntklib.models import INITS, PAPER_INITS
+from ntklib.rundir import RunError, RunStatus
+from ntklib.sources import DatasetNotPreparedError
 from ntklib.train import ConfigError, TrainConfig, train_and_evaluate
 
 
@@ -59,7 +60,7 @@ class UsageError(Exception):
     """A command-line argument that cannot be used (the message says which and why)."""
 
 
-USER_ERRORS = (UsageError, ConfigError, results.RunError, DatasetNotPreparedError)
+USER_ERRORS = (UsageError, ConfigError, RunError, DatasetNotPreparedError)
 """The errors a user can act on, each reported as one line on stderr with exit code 2, no traceback."""
 
 SUBCOMMANDS = ("run", "sweep", "plot")
@@ -160,7 +161,7 @@ def sweep_command(args: argparse.Namespace) -> int:
         entries = sweep.run_sweep(base, lrs, args.inits, args.out, progress=args.progress)
     for entry in entries:
         print(json.dumps(dataclasses.asdict(entry)))
-    bad = [entry for entry in entries if entry.status not in sweep.SUCCESS]
+    bad = [entry for entry in entries if entry.status not in RunStatus.DONE]
     print(sweep.summary_table(entries), file=sys.stderr)
     if bad:
         print(f"sweep: {len(bad)} of {len(entries)} runs failed or were refused", file=sys.stderr)

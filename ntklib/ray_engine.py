@@ -32,9 +32,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ntklib import compilation, results, sweep
-from ntklib.data import DatasetNotPreparedError
+from ntklib import compilation, sweep
 from ntklib.models import PAPER_INITS
+from ntklib.rundir import STATUS_FILE, RunStatus, read_json
+from ntklib.sources import DatasetNotPreparedError
 from ntklib.train import ConfigError, TrainConfig
 
 GPU_MEMORY_SHARE = 0.9
@@ -153,13 +154,13 @@ def _entry(ray: Any, ref: Any, config: TrainConfig, out: Path, max_retries: int)
     except ray.exceptions.RayError as error:  # the worker died (killed, out of memory, node lost)
         first_line = (str(error).strip().splitlines() or [""])[0]
         reason = f"{type(error).__name__} after {max_retries} retries: {first_line}"
-    return sweep.SweepEntry(config.init, config.lr, str(out), "failed", False, reason)
+    return sweep.SweepEntry(config.init, config.lr, str(out), RunStatus.FAILED, False, reason)
 
 
 def progress_line(runs: Sequence[tuple[TrainConfig, Path]], entries: Sequence[sweep.SweepEntry | None]) -> str:
     """``[sweep] 3/8 done (2 finished, 1 diverged, 0 failed, 0 refused); running: flax lr=0.05
     epoch 4/24, …`` — the epochs from the runs' status.json (shown for up to 6 runs)."""
-    counts = {status: 0 for status in ("finished", "diverged", "failed", "refused")}
+    counts = {str(status): 0 for status in (RunStatus.FINISHED, RunStatus.DIVERGED, RunStatus.FAILED, "refused")}
     for entry in entries:
         if entry is not None:
             counts[entry.status] = counts.get(entry.status, 0) + 1
@@ -168,10 +169,10 @@ def progress_line(runs: Sequence[tuple[TrainConfig, Path]], entries: Sequence[sw
     for (config, out), entry in zip(runs, entries, strict=True):
         if entry is None:
             try:
-                status = results.read_json(out / results.STATUS_FILE) or {}
+                status = read_json(out / STATUS_FILE) or {}
             except (OSError, ValueError):
                 status = {}
-            if status.get("status") == "running":
+            if status.get("status") == RunStatus.RUNNING:
                 running.append(f"{config.init} lr={config.lr:.3g} epoch {status.get('epoch')}/{config.epochs}")
     shown = ", ".join(running[:6]) + (", …" if len(running) > 6 else "")
     tally = ", ".join(f"{n} {status}" for status, n in counts.items())

@@ -1,6 +1,6 @@
 """Sweeps over initial learning rates × initialisations (paper §6, Figure 2 panes f–h and Appendix C panes i–j).
 
-Layout: ``<root>/<init>/lr_<repr(lr)>/`` is one run directory (:mod:`ntklib.results`); the exact
+Layout: ``<root>/<init>/lr_<repr(lr)>/`` is one run directory (:mod:`ntklib.rundir`); the exact
 repr keeps distinct rates apart (0.1 and 0.100001 are two runs). A sweep can be stopped and
 restarted at will: finished and diverged runs *of the same config* are skipped, an interrupted run
 resumes from its checkpoint, and a run that diverges (NaN/inf loss, status "diverged") or fails
@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ntklib import results
 from ntklib.data import Dataset, load_dataset
 from ntklib.models import PAPER_INITS
+from ntklib.rundir import RunDir, RunError, RunStatus
 from ntklib.train import ConfigError, TrainConfig, run_identity, train_and_evaluate
 
 PAPER_LR_MIN = 1e-4
@@ -45,14 +45,11 @@ def run_dir(root: str | Path, init: str, lr: float) -> Path:
     return Path(root) / init / f"lr_{float(lr)!r}"
 
 
-SUCCESS = ("finished", "diverged")
-"""Statuses of a run that ended as it should (a divergence is a result, not a fault)."""
-
-
 @dataclasses.dataclass
 class SweepEntry:
-    """One run of a sweep: its status ("finished", "diverged", "running", "failed" or "refused"),
-    whether it was found done and skipped, and the reason of a failure or refusal."""
+    """One run of a sweep: its status (a :class:`~ntklib.rundir.RunStatus`, or "refused" for a
+    directory that cannot be used), whether it was found done and skipped, and the reason of a
+    failure or refusal."""
 
     init: str
     lr: float
@@ -73,7 +70,7 @@ def run_sweep(
 ) -> list[SweepEntry]:
     """Train ``base`` with every (init, lr) into :func:`run_dir`; returns one entry per run.
 
-    Every existing run directory is verified first (:meth:`ntklib.results.RunDir.verify`): one of
+    Every existing run directory is verified first (:meth:`ntklib.rundir.RunDir.verify`): one of
     another config, with a corrupt checkpoint, incomplete records or a malformed file is
     "refused" with the reason and left as it is. Finished or diverged runs of the same config are
     skipped (``skipped=True``). A run that raises is recorded by
@@ -144,17 +141,17 @@ def report(entry: SweepEntry) -> None:
 def _run_one(config: TrainConfig, out: Path, get_dataset: Callable[[], Dataset], progress: bool) -> SweepEntry:
     entry = functools.partial(SweepEntry, config.init, config.lr, str(out))
     try:
-        status = results.RunDir(out).verify(config.to_dict(), **run_identity(config))
-        if status in SUCCESS:
+        status = RunDir(out).verify(config.to_dict(), **run_identity(config))
+        if status in RunStatus.DONE:
             return entry(status, True)
         dataset = get_dataset()  # an unprepared dataset stops the sweep: it is the same for every run
         try:
             result = train_and_evaluate(config, out, dataset=dataset, progress=progress)
-        except (results.RunError, ConfigError):  # the first: below; the second: the same for every run
+        except (RunError, ConfigError):  # the first: below; the second: the same for every run
             raise
         except Exception as error:  # a sweep outlives one bad run; train_and_evaluate wrote "failed"
-            return entry("failed", False, repr(error))
-    except results.RunError as error:  # another config's run, or unreadable: never touched
+            return entry(RunStatus.FAILED, False, repr(error))
+    except RunError as error:  # another config's run, or unreadable: never touched
         return entry("refused", False, str(error))
     return entry(result.status, result.skipped)
 

@@ -22,8 +22,9 @@ columns are defined in :data:`ntklib.measure.COLUMNS`; ``compile_seconds`` is th
 since the previous record (:class:`ntklib.compilation.CompileLog`). Runs that differ only in lr or
 init share their compiled train step, evaluation and NTK (``_build_model``).
 
-Runs write to a :class:`ntklib.results.RunDir`, checkpoint at every evaluation and resume when
-restarted with the same directory; a NaN/inf loss ends the run with status ``"diverged"``.
+Runs write to a :class:`ntklib.rundir.RunDir`, checkpoint at every evaluation and resume when
+restarted with the same directory; a NaN/inf loss ends the run with status ``"diverged"``
+(:class:`ntklib.rundir.RunStatus`).
 ``train_and_evaluate(..., on_epoch=f)`` calls ``f(epoch, state)`` after every epoch, so a caller
 can measure the states of chosen epochs on the library's own loop.
 """
@@ -60,7 +61,7 @@ from ntklib.data import (
 )
 from ntklib.models import ARCHS, INITS, VARIANTS, Classifier, build_model
 from ntklib.ntk import OffDiagonal
-from ntklib.results import NullRunDir, RunDir, evaluation_epochs, json_safe
+from ntklib.rundir import NullRunDir, RunDir, RunStatus, evaluation_epochs, json_safe
 
 REFERENCE_EPOCHS = 400
 """The paper's run length; ``lr_decay_every`` is given relative to it."""
@@ -224,7 +225,7 @@ class TrainConfig:
 
     def identity(self) -> dict[str, Any]:
         """The fields that can change the numbers: all but those marked ``identity=False``
-        (``epoch_mode``). Their hash (:func:`ntklib.results.config_hash`) is the run's identity."""
+        (``epoch_mode``). Their hash (:func:`ntklib.rundir.config_hash`) is the run's identity."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata["identity"]}
 
     def evaluation_epochs(self, up_to: int | None = None) -> list[int]:
@@ -516,11 +517,11 @@ def make_evaluate(loss: str, batch_size: int, mode: str = "auto") -> Callable:
 @dataclasses.dataclass
 class RunResult:
     """What :func:`train_and_evaluate` returns: records (one per evaluation), the final status
-    ("finished", "diverged" or "running" when stopped early), the final state, and whether the run
+    (finished, diverged, or running when stopped early), the final state, and whether the run
     was found done and ``skipped``."""
 
     records: list[dict]
-    status: str
+    status: RunStatus
     state: TrainState | None = None
     skipped: bool = False
 
@@ -569,7 +570,7 @@ def check_fit(config: TrainConfig, dataset: Dataset) -> int:
 
 
 def run_identity(config: TrainConfig) -> dict[str, Any]:
-    """The keyword arguments of :meth:`ntklib.results.RunDir.verify` for ``config``."""
+    """The keyword arguments of :meth:`ntklib.rundir.RunDir.verify` for ``config``."""
     return {"identity": config.identity(), "required_epochs": config.evaluation_epochs}
 
 
@@ -577,7 +578,7 @@ def _record_failure(run: RunDir, error: Exception) -> None:
     """status.json ``failed`` with the reason; a failure to write it (a full disk) leaves the
     previous status, from which the run resumes."""
     try:
-        run.write_status("failed", error=repr(error), traceback=traceback.format_exc())
+        run.write_status(RunStatus.FAILED, error=repr(error), traceback=traceback.format_exc())
     except OSError:
         pass
 
@@ -594,14 +595,14 @@ def train_and_evaluate(
     """Train one model under ``config``, recording metrics; resume from ``out_dir`` if it holds a
     checkpoint of the same config.
 
-    Nothing is written before the directory is verified (:meth:`ntklib.results.RunDir.verify`),
+    Nothing is written before the directory is verified (:meth:`ntklib.rundir.RunDir.verify`),
     the dataset loaded and the batch arithmetic checked (:func:`check_fit`). The run then holds the
     directory's lock; an exception while training writes status ``failed`` with its reason and is
     raised again.
 
     Args:
         config: the run.
-        out_dir: run directory (:class:`ntklib.results.RunDir`); None keeps everything in memory.
+        out_dir: run directory (:class:`ntklib.rundir.RunDir`); None keeps everything in memory.
         dataset: a preloaded :class:`~ntklib.data.Dataset` (else :func:`~ntklib.data.load_dataset`).
         max_epochs_this_call: stop (with a checkpoint, status "running") after this many epochs,
             to simulate an interruption or to split a long run.
@@ -613,21 +614,21 @@ def train_and_evaluate(
 
     Raises:
         ConfigError: the config does not fit the dataset, or ``max_epochs_this_call`` < 1.
-        ntklib.results.RunError: ``out_dir`` holds another config's run, a corrupt checkpoint, a
+        ntklib.rundir.RunError: ``out_dir`` holds another config's run, a corrupt checkpoint, a
             malformed file or incomplete records, or another process writes it.
     """
     if max_epochs_this_call is not None and max_epochs_this_call < 1:
         raise ConfigError(f"max_epochs_this_call must be >= 1, got {max_epochs_this_call}")
     run = NullRunDir() if out_dir is None else RunDir(out_dir)
     status = run.verify(config.to_dict(), **run_identity(config))
-    if status in ("finished", "diverged"):
+    if status in RunStatus.DONE:
         return RunResult(run.read_records(), status, skipped=True)
     if dataset is None:
         dataset = load_dataset(config.dataset, data_dir=config.data_dir, image_size=config.input_size)
     steps = check_fit(config, dataset)
     with run.lock():
         status = run.begin(config.to_dict(), **run_identity(config))
-        if status in ("finished", "diverged"):  # another process finished it meanwhile
+        if status in RunStatus.DONE:  # another process finished it meanwhile
             return RunResult(run.read_records(), status, skipped=True)
         try:
             with CompileLog() as compiles:
@@ -709,8 +710,7 @@ def _train(
         start, first = 0, batches(1)[0]
         train_loss, train_acc = (float(v) for v in evaluate(state, train_images[first], train_labels[first]))
         records = [record(state, 0, first, train_loss, train_acc, 0.0)]
-        run.write_records(records)
-        run.write_status("running", epoch=0)
+        run.commit(records, status=RunStatus.RUNNING, epoch=0)
         notify(0, state)
 
     stop = config.epochs if max_epochs_this_call is None else min(config.epochs, start + max_epochs_this_call)
@@ -731,28 +731,24 @@ def _train(
                 {
                     "epoch": epoch,
                     "step": int(state.step),
-                    "status": "diverged",
+                    "status": RunStatus.DIVERGED.value,
                     "train_loss": None,
                     "epoch_seconds": seconds,
                     "compile_seconds": compiles.take_seconds(),
                 }
             )
-            run.write_records(records)
-            run.write_status("diverged", epoch=epoch)
+            run.commit(records, status=RunStatus.DIVERGED, epoch=epoch)
             bar.close()
-            return RunResult(records, "diverged", state)
+            return RunResult(records, RunStatus.DIVERGED, state)
         train_loss, train_acc = float(losses.mean()), float(np.asarray(accs).mean())
         bar.set_postfix(loss=f"{train_loss:.4g}", acc=f"{train_acc:.3f}")
         notify(epoch, state)
         if epoch % config.eval_every == 0 or epoch == config.epochs:
             records.append(record(state, epoch, idx[-1], train_loss, train_acc, seconds))
-            run.write_records(records)
-            run.save_checkpoint(_checkpoint_target(state), epoch, identity=config.identity())
-            run.write_status("running", epoch=epoch)
-        elif epoch == stop:
-            run.save_checkpoint(_checkpoint_target(state), epoch, identity=config.identity())
+            run.commit(records, status=RunStatus.RUNNING, epoch=epoch, checkpoint=_checkpoint_target(state))
     bar.close()
 
-    status = "finished" if stop == config.epochs else "running"
-    run.write_status(status, epoch=stop)
+    status = RunStatus.FINISHED if stop == config.epochs else RunStatus.RUNNING
+    checkpointed = records[-1]["epoch"] == stop  # else stopped between records: checkpoint it now
+    run.commit(records, status=status, epoch=stop, checkpoint=None if checkpointed else _checkpoint_target(state))
     return RunResult(records, status, state)

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ntklib import experiment, plots, results
+from ntklib import experiment, plots, results, rundir
 from ntklib.sweep import learning_rates, run_dir
 
 TINY = ["--tiny", "--no-kernel-metrics", "--no-progress"]
@@ -45,9 +45,9 @@ def test_cli_single_run(tmp_path, capsys):
     )
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["status"] == "finished" and summary["epoch"] == 2
-    config = results.read_json(out / results.CONFIG_FILE)["config"]
+    config = rundir.read_json(out / rundir.CONFIG_FILE)["config"]
     assert (config["init"], config["lr"], config["seed"], config["kernel_metrics"]) == ("torch", 0.05, 3, False)
-    assert len(pd.read_json(out / results.METRICS_FILE, lines=True)) == 3
+    assert len(pd.read_json(out / rundir.METRICS_FILE, lines=True)) == 3
 
 
 def test_cli_kernel_flags_reach_the_config():
@@ -82,7 +82,7 @@ def test_sweep_skips_finished_and_survives_divergence_then_plots(tmp_path, capsy
         ("torch", 0.05): "finished",
     }
     assert not any(e["skipped"] for e in entries)
-    assert results.read_status(run_dir(root, "flax", 1e6)) == "diverged"
+    assert rundir.read_status(run_dir(root, "flax", 1e6)) == "diverged"
 
     assert experiment.main(argv) == 0  # everything is done: all skipped
     entries = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]

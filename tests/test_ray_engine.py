@@ -23,7 +23,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from ntklib import compilation, experiment, results  # noqa: E402
+from ntklib import compilation, experiment, rundir  # noqa: E402
 from ntklib.sweep import run_dir  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,8 +111,8 @@ def local(tmp_path_factory):
 def assert_same_runs(out, reference, runs=RUNS):
     for init, lr in runs:
         got, want = run_dir(out, init, lr), run_dir(reference, init, lr)
-        assert results.read_status(got) == "finished"
-        assert values(results.read_records(got)) == values(results.read_records(want)), (init, lr)
+        assert rundir.read_status(got) == "finished"
+        assert values(rundir.read_records(got)) == values(rundir.read_records(want)), (init, lr)
 
 
 def test_ray_sweep_equals_the_local_sweep_and_skips_when_rerun(local, tmp_path, capsys):
@@ -154,8 +154,8 @@ def kill_when_checkpointed(run, timeout=120.0):
     """SIGKILL the process that writes ``run`` once it has a checkpoint and is not finished; its pid."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        lock = run / results.LOCK_FILE
-        if (run / results.CHECKPOINT_FILE).exists() and lock.exists() and results.read_status(run) == "running":
+        lock = run / rundir.LOCK_FILE
+        if (run / rundir.CHECKPOINT_FILE).exists() and lock.exists() and rundir.read_status(run) == "running":
             pid = int(lock.read_text().split()[0])
             os.kill(pid, signal.SIGKILL)
             return pid
@@ -182,14 +182,14 @@ def test_a_killed_worker_resumes_from_its_checkpoint(local, tmp_path, capsys, re
     got = {(e["init"], e["lr"]): e for e in entries(capsys.readouterr().out)}
     if retries:  # Ray ran the task again; it resumed in another process and finished
         assert codes == [0]
-        assert int((victim / results.LOCK_FILE).read_text().split()[0]) != pid
+        assert int((victim / rundir.LOCK_FILE).read_text().split()[0]) != pid
         assert_same_runs(out, local, runs)
         return
     # no retries: the run is failed with the reason, the other finished; a rerun resumes it
     assert codes == [1]
     assert got[("flax", 0.05)]["status"] == "failed" and "retries" in got[("flax", 0.05)]["error"]
     assert got[("flax", 0.2)]["status"] == "finished"
-    assert results.read_status(victim) == "running"  # resumable
+    assert rundir.read_status(victim) == "running"  # resumable
     assert experiment.main([str(a) for a in ["sweep", *BASE, *KILL_GRID, "--engine", "ray", "--out", out]]) == 0
     assert_same_runs(out, local, runs)
 
@@ -202,7 +202,7 @@ def test_a_run_that_raises_is_failed_with_its_reason(tmp_path, capsys):
     got = {e["lr"]: e for e in entries(captured.out)}
     assert got[0.05]["status"] == "finished"
     assert got[FAILING_LR]["status"] == "failed" and "injected fault" in got[FAILING_LR]["error"]
-    status = results.read_json(run_dir(out, "flax", FAILING_LR) / results.STATUS_FILE)
+    status = rundir.read_json(run_dir(out, "flax", FAILING_LR) / rundir.STATUS_FILE)
     assert status["status"] == "failed" and "injected fault" in status["error"]
     assert "injected fault" in captured.err and "1 of 2 runs failed" in captured.err
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import jax
 import pytest
 
-from ntklib import compilation, experiment, results
+from ntklib import compilation, experiment, rundir
 from ntklib.sweep import run_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,7 +61,7 @@ def reference(tmp_path_factory, compile_cache):
         assert experiment.main([*BASE, "--compile-cache", str(compile_cache), "--out", str(out)]) == 0
     finally:
         compilation.use_persistent_cache(before)
-    return out, results.read_records(out)
+    return out, rundir.read_records(out)
 
 
 def child_env(**extra):
@@ -85,7 +85,7 @@ def copy(reference, tmp_path):
 
 
 def snapshot(directory):
-    return {p.name: p.read_bytes() for p in Path(directory).iterdir() if p.name != results.LOCK_FILE}
+    return {p.name: p.read_bytes() for p in Path(directory).iterdir() if p.name != rundir.LOCK_FILE}
 
 
 # --- kill -9 -------------------------------------------------------------------------------------
@@ -100,21 +100,21 @@ def test_kill_9_at_a_random_point_then_rerun_gives_the_same_metrics(reference, t
     records_seen, pause = rng.randint(1, len(reference[1]) - 1), rng.uniform(0.0, 0.05)  # a random point
     deadline = time.monotonic() + 120
     while process.poll() is None and time.monotonic() < deadline:
-        path = out / results.METRICS_FILE
+        path = out / rundir.METRICS_FILE
         if path.exists() and path.read_text().count("\n") >= records_seen:
             break
         time.sleep(0.005)
     time.sleep(pause)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    done = results.read_records(out)
+    done = rundir.read_records(out)
     with capsys.disabled():  # shown with pytest -s
         print(f"killed after {records_seen} records + {pause:.3f} s, at epoch {done[-1]['epoch']}")
-    assert process.returncode == -signal.SIGKILL or results.read_status(out) == "finished", process.stderr
+    assert process.returncode == -signal.SIGKILL or rundir.read_status(out) == "finished", process.stderr
 
     code, stdout, _ = run_cli([*BASE, "--out", out], capsys)
     assert code == 0 and json.loads(stdout)["status"] == "finished"
-    assert values(results.read_records(out)) == values(reference[1])
+    assert values(rundir.read_records(out)) == values(reference[1])
 
 
 # --- 1. a sweep compares configs before it skips ---------------------------------------------------
@@ -126,7 +126,7 @@ def test_resweep_with_other_epochs_is_refused_and_leaves_the_runs_alone(copy, tm
     target = run_dir(root, "flax", 0.05)
     shutil.copytree(copy, target)
     if earlier == "running":  # an unfinished run of the old config: its status must survive
-        results.write_status(target, "running", epoch=8)
+        rundir.write_status(target, "running", epoch=8)
     before = snapshot(target)
     code, stdout, err = run_cli(
         ["sweep", *BASE, "--epochs", "8", "--lrs", "0.05", "--inits", "flax", "--out", root], capsys
@@ -144,7 +144,7 @@ def test_learning_rates_equal_to_five_digits_are_two_runs(tmp_path, capsys):
     code, stdout, _ = run_cli(argv, capsys)
     entries = [json.loads(line) for line in stdout.splitlines()]
     assert code == 0 and [(e["status"], e["skipped"]) for e in entries] == [("finished", False)] * 2
-    configs = [results.read_json(Path(e["out_dir"]) / results.CONFIG_FILE)["config"]["lr"] for e in entries]
+    configs = [rundir.read_json(Path(e["out_dir"]) / rundir.CONFIG_FILE)["config"]["lr"] for e in entries]
     assert configs == [0.1, 0.100001]
 
 
@@ -152,16 +152,16 @@ def test_learning_rates_equal_to_five_digits_are_two_runs(tmp_path, capsys):
 
 
 def test_deleted_config_and_another_lr_is_refused_by_the_checkpoint(copy, capsys):
-    (copy / results.CONFIG_FILE).unlink()
-    results.write_status(copy, "running", epoch=12)
+    (copy / rundir.CONFIG_FILE).unlink()
+    rundir.write_status(copy, "running", epoch=12)
     code, _, err = run_cli([*BASE, "--lr", "0.5", "--out", copy], capsys)
     assert_user_error(code, err, str(copy), "checkpoint", "lr: 0.05 → 0.5")
-    assert not (copy / results.CONFIG_FILE).exists()  # refused before writing anything
+    assert not (copy / rundir.CONFIG_FILE).exists()  # refused before writing anything
 
 
 @pytest.mark.parametrize("where", [0.25, 0.75])
 def test_a_corrupted_checkpoint_byte_is_refused(copy, capsys, where):
-    path = copy / results.CHECKPOINT_FILE
+    path = copy / rundir.CHECKPOINT_FILE
     data = bytearray(path.read_bytes())
     data[int(where * len(data))] ^= 0xFF
     path.write_bytes(bytes(data))
@@ -171,7 +171,7 @@ def test_a_corrupted_checkpoint_byte_is_refused(copy, capsys, where):
 
 
 def test_epoch_mode_is_not_part_of_the_identity(copy, capsys):
-    mode = "scan" if results.read_json(copy / results.CONFIG_FILE)["config"]["epoch_mode"] != "scan" else "loop"
+    mode = "scan" if rundir.read_json(copy / rundir.CONFIG_FILE)["config"]["epoch_mode"] != "scan" else "loop"
     code, stdout, _ = run_cli([*BASE, "--epoch-mode", mode, "--out", copy], capsys)
     assert code == 0 and json.loads(stdout)["status"] == "finished"
 
@@ -181,19 +181,19 @@ def test_epoch_mode_is_not_part_of_the_identity(copy, capsys):
 
 @pytest.mark.parametrize("status", ["finished", "running"])
 def test_deleted_metrics_is_refused(copy, capsys, status):
-    results.write_status(copy, status, epoch=24)
-    (copy / results.METRICS_FILE).unlink()
+    rundir.write_status(copy, status, epoch=24)
+    (copy / rundir.METRICS_FILE).unlink()
     code, _, err = run_cli([*BASE, "--out", copy], capsys)
     assert_user_error(code, err, str(copy), "misses the records of epochs 0, 4, 8")
 
 
 def test_truncated_metrics_names_path_and_line(copy, capsys):
-    path = copy / results.METRICS_FILE
+    path = copy / rundir.METRICS_FILE
     text = path.read_text()
     path.write_text(text[: len(text) - 40])
     line = text.count("\n")  # the last line lost its end
-    with pytest.raises(results.RunFileError, match=f"{path}:{line}: invalid JSON"):
-        results.read_records(copy)
+    with pytest.raises(rundir.RunFileError, match=f"{path}:{line}: invalid JSON"):
+        rundir.read_records(copy)
     code, _, err = run_cli([*BASE, "--out", copy], capsys)
     assert_user_error(code, err, f"{path}:{line}")
 
@@ -205,7 +205,7 @@ def test_invalid_status_inside_a_sweep_and_a_plot(tmp_path, capsys):
     root = tmp_path / "sweep"
     argv = ["sweep", *BASE, "--epochs", "2", "--lrs", "0.05", "0.07", "--inits", "flax", "--out", root]
     assert run_cli(argv, capsys)[0] == 0
-    bad = run_dir(root, "flax", 0.07) / results.STATUS_FILE
+    bad = run_dir(root, "flax", 0.07) / rundir.STATUS_FILE
     bad.write_text('{"status": "fini')
     code, stdout, err = run_cli(argv, capsys)
     entries = {e["lr"]: e for e in map(json.loads, stdout.splitlines())}
@@ -300,7 +300,7 @@ def test_a_run_that_raises_records_failed_with_the_reason(tmp_path, capsys, monk
     out = tmp_path / "run"
     with pytest.raises(RuntimeError, match="injected fault"):  # unexpected: keeps its traceback
         experiment.main([*BASE, "--out", str(out)])
-    status = results.read_json(out / results.STATUS_FILE)
+    status = rundir.read_json(out / rundir.STATUS_FILE)
     assert status["status"] == "failed" and "injected fault" in status["error"]
 
 
@@ -317,7 +317,7 @@ def test_a_sweep_with_a_failed_run_exits_non_zero(tmp_path, capsys, monkeypatch)
 
 HOLD_LOCK = """
 import sys, time
-from ntklib.results import RunDir
+from ntklib.rundir import RunDir
 with RunDir(sys.argv[1]).lock():
     print("locked", flush=True)
     time.sleep(60)
@@ -325,7 +325,7 @@ with RunDir(sys.argv[1]).lock():
 
 
 def test_a_second_writer_is_refused(copy, capsys):
-    results.write_status(copy, "running", epoch=12)
+    rundir.write_status(copy, "running", epoch=12)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(copy)], env=env, stdout=subprocess.PIPE, text=True)
     try:
@@ -361,19 +361,19 @@ def test_a_full_disk_midway_leaves_the_previous_files_and_the_run_resumes(refere
         experiment.main([*BASE, "--out", str(out)])
     monkeypatch.setattr(os, "fsync", fsync)
     after = snapshot(out)
-    for name in (results.CHECKPOINT_FILE, results.STATUS_FILE, results.CONFIG_FILE):
+    for name in (rundir.CHECKPOINT_FILE, rundir.STATUS_FILE, rundir.CONFIG_FILE):
         assert after[name] == before[name], name
     assert not list(out.glob(".*.tmp"))
     code, stdout, _ = run_cli([*BASE, "--out", out], capsys)
     assert code == 0 and json.loads(stdout)["status"] == "finished"
-    assert values(results.read_records(out)) == values(reference[1])
+    assert values(rundir.read_records(out)) == values(reference[1])
 
 
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640)])
 def test_files_follow_the_umask(tmp_path, umask, mode):
     old = os.umask(umask)
     try:
-        results.write_atomic(tmp_path / "a.json", "{}")
+        rundir.write_atomic(tmp_path / "a.json", "{}")
     finally:
         os.umask(old)
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == mode

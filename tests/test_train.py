@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ntklib import results
+from ntklib import rundir
 from ntklib.data import load_dataset
 from ntklib.train import (
     TrainConfig,
@@ -86,7 +86,7 @@ def test_tiny_run_writes_tidy_records(tmp_path, digits):
     result = train_and_evaluate(config, tmp_path, dataset=digits, progress=False)
     assert result.status == "finished"
     assert [r["epoch"] for r in result.records] == [0, 1, 2]
-    frame = pd.read_json(tmp_path / results.METRICS_FILE, lines=True)
+    frame = pd.read_json(tmp_path / rundir.METRICS_FILE, lines=True)
     assert list(frame["epoch"]) == [0, 1, 2]
     for column in (
         "train_loss",
@@ -102,10 +102,10 @@ def test_tiny_run_writes_tidy_records(tmp_path, digits):
     ):
         assert frame[column].notna().all(), column
     assert frame["test_accuracy"].iloc[-1] > 0.5  # learns the digits
-    saved = json.loads((tmp_path / results.CONFIG_FILE).read_text())
+    saved = json.loads((tmp_path / rundir.CONFIG_FILE).read_text())
     assert saved["config"]["arch"] == "mlp" and saved["environment"]["jax"] == jax.__version__
     assert "device_kind" in saved["environment"]
-    assert results.read_status(tmp_path) == "finished"
+    assert rundir.read_status(tmp_path) == "finished"
     assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temporary files
     # a finished directory is returned as is; a different config there is refused
     again = train_and_evaluate(config, tmp_path, dataset=digits, progress=False)
@@ -128,11 +128,11 @@ def test_interrupted_run_resumes_to_the_same_metrics(tmp_path, digits, eval_ever
     config = TrainConfig.tiny(epochs=3, eval_every=eval_every, kernel_metrics=False)
     full = train_and_evaluate(config, tmp_path / "full", dataset=digits, progress=False)
     first = train_and_evaluate(config, tmp_path / "split", dataset=digits, progress=False, max_epochs_this_call=1)
-    assert first.status == "running" and results.read_status(tmp_path / "split") == "running"
-    assert (tmp_path / "split" / results.CHECKPOINT_FILE).exists()
+    assert first.status == "running" and rundir.read_status(tmp_path / "split") == "running"
+    assert (tmp_path / "split" / rundir.CHECKPOINT_FILE).exists()
     resumed = train_and_evaluate(config, tmp_path / "split", dataset=digits, progress=False)
     assert resumed.status == "finished"
-    on_disk = results.read_records(tmp_path / "split")
+    on_disk = rundir.read_records(tmp_path / "split")
     assert [r["epoch"] for r in on_disk] == [r["epoch"] for r in full.records]
     assert strip_timing(on_disk) == strip_timing(full.records)
     np.testing.assert_array_equal(jax.tree.leaves(resumed.state.params)[0], jax.tree.leaves(full.state.params)[0])
@@ -142,10 +142,10 @@ def test_resume_drops_records_after_the_checkpoint(tmp_path, digits):
     """A run killed between writing a record and its checkpoint must not duplicate records."""
     config = TrainConfig.tiny(epochs=2, kernel_metrics=False)
     train_and_evaluate(config, tmp_path, dataset=digits, progress=False, max_epochs_this_call=1)
-    records = results.read_records(tmp_path)
-    results.write_records(tmp_path, [*records, {**records[-1], "epoch": 2}])  # a stray later record
+    records = rundir.read_records(tmp_path)
+    rundir.write_records(tmp_path, [*records, {**records[-1], "epoch": 2}])  # a stray later record
     train_and_evaluate(config, tmp_path, dataset=digits, progress=False)
-    assert [r["epoch"] for r in results.read_records(tmp_path)] == [0, 1, 2]
+    assert [r["epoch"] for r in rundir.read_records(tmp_path)] == [0, 1, 2]
 
 
 def test_divergence_is_recorded_not_raised(tmp_path, digits):
@@ -153,8 +153,8 @@ def test_divergence_is_recorded_not_raised(tmp_path, digits):
     result = train_and_evaluate(config, tmp_path, dataset=digits, progress=False)
     assert result.status == "diverged"
     assert result.records[-1]["status"] == "diverged"
-    assert results.read_status(tmp_path) == "diverged"
-    frame = pd.read_json(tmp_path / results.METRICS_FILE, lines=True)
+    assert rundir.read_status(tmp_path) == "diverged"
+    frame = pd.read_json(tmp_path / rundir.METRICS_FILE, lines=True)
     assert frame["status"].iloc[-1] == "diverged"
 
 
