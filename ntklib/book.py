@@ -50,7 +50,7 @@ BOOK_WIDTH_IN = 7.2
 700 px in a 1280 px window) nearly unscaled, so its text keeps the size set below."""
 MIN_FONT_PT = 10.0
 """Size in points of the book style's smallest text, tick labels and legends (about 10 pt on the page)."""
-BOOK_STYLE = {
+BOOK_STYLE: dict[str, Any] = {
     "figure.dpi": BOOK_DPI,
     "savefig.dpi": BOOK_DPI,
     "figure.figsize": (BOOK_WIDTH_IN, 3.6),

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ntklib import measure, results
+from ntklib import measure, results, rundir
 from ntklib.book import BOOK_STYLE, BOOK_WIDTH_IN
 
 NC1_FORMS = {"nc1": "within-class std", "nc1_trace": r"tr$(\Sigma_W \Sigma_B^{+})/K$"}
@@ -432,7 +432,7 @@ def plot_figure2(runs, path: str | Path | None = None, *, title: str | None = No
     """Figure 2 (a–h) and Appendix C's panes i–j in one figure: :func:`draw_curves`,
     :func:`draw_finals` and :func:`draw_kernels` stacked, in the book's style. ``runs`` is a results
     root or a :func:`ntklib.results.load_runs` frame. Saves to ``path`` when given, atomically
-    (:func:`ntklib.results.write_atomic`), in the format of its extension (PNG without one), at
+    (:func:`ntklib.rundir.write_atomic`), in the format of its extension (PNG without one), at
     :data:`SAVE_DPI`. Returns the figure.
 
     Raises:
@@ -462,5 +462,5 @@ def plot_figure2(runs, path: str | Path | None = None, *, title: str | None = No
 
             buffer = io.BytesIO()
             fig.savefig(buffer, format=Path(path).suffix[1:] or "png", dpi=SAVE_DPI)
-            results.write_atomic(path, buffer.getvalue())
+            rundir.write_atomic(path, buffer.getvalue())
     return fig

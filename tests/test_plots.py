@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ntklib import book, experiment, plots, results
+from ntklib import book, experiment, plots, results, rundir
 
 matplotlib.use("Agg")
 
@@ -79,12 +79,12 @@ def test_invariant_against_an_unknown_column_is_rejected():
 
 def test_runs_written_before_the_column_rename_load_under_todays_names(tmp_path):
     """The committed H200 sweep was written with ``inv_``-prefixed invariant keys."""
-    from ntklib import measure, results
+    from ntklib import measure
 
     run = tmp_path / "flax" / "lr_0.1"
-    results.RunDir(run).path.mkdir(parents=True)
-    results.write_json(run / results.CONFIG_FILE, {"config": {"init": "flax", "lr": 0.1}})
-    results.write_records(run, [{"epoch": 0, "status": "ok", "inv_invariant_norm": 2.0, "inv_mmt_norm": 3.0}])
+    rundir.RunDir(run).path.mkdir(parents=True)
+    rundir.write_json(run / rundir.CONFIG_FILE, {"config": {"init": "flax", "lr": 0.1}})
+    rundir.write_records(run, [{"epoch": 0, "status": "ok", "inv_invariant_norm": 2.0, "inv_mmt_norm": 3.0}])
     df = results.load_runs(tmp_path)
     assert df.loc[0, "invariant_norm"] == 2.0 and df.loc[0, "mmt_norm"] == 3.0
     assert set(results.LEGACY_COLUMNS.values()) <= {c.name for c in measure.COLUMNS}
@@ -263,13 +263,13 @@ def _write_sweep(root, df):
     """``df`` as run directories under ``root`` (config, records, status)."""
     for run_dir, frame in df.groupby("run_dir"):
         path = root / run_dir
-        results.RunDir(path).path.mkdir(parents=True)
+        rundir.RunDir(path).path.mkdir(parents=True)
         first = frame.iloc[0]
         config = {"init": first["init"], "lr": float(first["lr"]), "seed": int(first["seed"]), "arch": "mlp"}
-        results.write_json(path / results.CONFIG_FILE, {"config": config})
+        rundir.write_json(path / rundir.CONFIG_FILE, {"config": config})
         records = frame.drop(columns=["run_dir", "init", "lr", "seed", "run_status"]).to_dict("records")
-        results.write_records(path, records)
-        results.write_status(path, "finished")
+        rundir.write_records(path, records)
+        rundir.write_status(path, "finished")
 
 
 def test_cli_plot_writes_the_composite_of_the_three_figures(tmp_path, capsys):
