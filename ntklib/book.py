@@ -234,9 +234,9 @@ def sizes_at(
 def use_book_style() -> None:
     """Set :data:`BOOK_STYLE`: figures at most :data:`BOOK_WIDTH_IN` wide, text at least
     :data:`MIN_FONT_PT`. Figures with more than three panes should use more rows, not more width."""
-    import matplotlib.pyplot as plt
+    import matplotlib.style
 
-    plt.rcParams.update(BOOK_STYLE)
+    matplotlib.style.use(BOOK_STYLE)
 
 
 def setup(
