@@ -3,7 +3,7 @@
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import naive_block_kernel, naive_class_indicator, naive_labels
+from helpers import naive_block_kernel, naive_class_indicator, naive_labels, naive_projectors
 
 from ntklib.block_kernel import (
     BlockEigenvalues,
@@ -134,10 +134,8 @@ def test_projectors_algebra(k, m):
     np.testing.assert_allclose(sum(mats), np.eye(n), atol=1e-14)
     np.testing.assert_allclose([np.trace(x) for x in mats], [1, k - 1, k * (m - 1)], atol=1e-12)
     # explicit formulas
-    np.testing.assert_allclose(mats[0], np.ones((n, n)) / n, atol=1e-15)
-    same = np.kron(np.eye(k), np.ones((m, m))) / m
-    np.testing.assert_allclose(mats[1], same - np.ones((n, n)) / n, atol=1e-15)
-    np.testing.assert_allclose(mats[2], np.eye(n) - same, atol=1e-15)
+    for got, expected in zip(mats, naive_projectors(k, m), strict=True):
+        np.testing.assert_allclose(got, expected, atol=1e-15)
 
 
 @pytest.mark.parametrize("k,m", GRID)

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import naive_block_kernel, naive_class_means, naive_projectors, random_within_basis
+from helpers import naive_block_kernel, naive_class_means, naive_labels, naive_projectors, random_within_basis
 
 from ntklib.block_kernel import BlockKernel
 from ntklib.invariant import (
@@ -65,7 +65,7 @@ def test_decompose_vs_naive_and_round_trip(k, m):
     np.testing.assert_allclose(np.asarray(back_m), m2, atol=1e-13)
     np.testing.assert_allclose(np.asarray(back_h2), h2, atol=1e-13)
     # H = M Y + H₂ V₂ᵀ explicitly
-    y = np.kron(np.eye(k), np.ones((1, m)))
+    y = naive_labels(k, m)
     v2 = np.kron(np.eye(k), np.asarray(within_class_basis(m)))
     np.testing.assert_allclose(np.asarray(means) @ y + np.asarray(within) @ v2.T, h, atol=1e-13)
 
