@@ -19,10 +19,9 @@ trace form tr(Σ_W Σ_B⁺)/K (``nc1_trace``, :mod:`ntklib.collapse`) beside it 
 Three figures, at most three panes a row, :data:`ntklib.book.BOOK_WIDTH_IN` wide, one legend of the inits
 below each (:func:`legend_below`): :func:`draw_curves` (a–e), :func:`draw_finals` (f–h) and
 :func:`draw_kernels` (i–j). :func:`plot_figure2` stacks them in one file
-(``python -m ntklib.experiment plot``). Views that are not panes of the paper: NC1 (trace), ‖E‖_F
-over epochs, the final test accuracy against the learning rate, the final NC metrics against the
-final test accuracy (:func:`plot_final_vs_test_accuracy`, "comparable performance, different
-collapse", §6) and the final ‖E‖_F against a final NC metric (:func:`plot_invariant_vs_collapse`).
+(``python -m ntklib.experiment plot``). The panes beside the paper's, which chapter 07 draws with
+them: NC1 (trace), ‖E‖_F over epochs, the final test accuracy against the learning rate and the final
+‖E‖_F against a final NC metric (:func:`plot_invariant_vs_collapse`).
 
 Every function takes the tidy frame of :func:`ntklib.results.load_runs` (one row per record), and
 the single-pane ones optional axes. Runs of several seeds are drawn one line per run over epochs;
@@ -333,16 +332,6 @@ def plot_final_alignment(df, ax=None, *, key: bool = True):
     return _plot_final_series(
         df, ax, series, KERNEL_STYLES, ylabel="alignment with YᵀY", title=title, log_y=False, key=key
     )
-
-
-def plot_final_vs_test_accuracy(df, axes=None, *, nc1: str = "nc1_trace"):
-    """Final NC1 (form ``nc1``), NC2 and NC3 against the final test accuracy, one point per
-    finished run, coloured by init: runs of comparable accuracy can end with different collapse."""
-    specs = [
-        (column, ylabel, f"{title.split(') ', 1)[-1]} vs test accuracy")  # not the paper's panes: no letter
-        for column, ylabel, title in _with_nc1_form(FINALS, nc1)
-    ]
-    return _final_panes(df, axes, specs, x="test_accuracy", xlabel="final test accuracy", connect=False)
 
 
 def plot_invariant_vs_collapse(df, ax=None, *, metric: str = "nc2"):

@@ -1,5 +1,5 @@
 """The paper's Figure 2 (a–h) and Appendix C's panes i–j, the book's three figures of them, the CLI's
-composite, and the two views beside them: final NC metrics against test accuracy, ‖E‖ against collapse."""
+composite, and the view beside them: ‖E‖ against collapse."""
 
 import matplotlib
 import numpy as np
@@ -32,18 +32,6 @@ def _final_runs():
                 }
             )
     return pd.DataFrame(rows)
-
-
-def test_final_metrics_against_test_accuracy_one_point_per_run():
-    df = _final_runs()
-    axes = plots.plot_final_vs_test_accuracy(df)
-    final = plots.final_records(df)
-    points = np.concatenate([line.get_xydata() for line in axes[1].get_lines()])  # NC2 pane
-    expected = final[["test_accuracy", "nc2"]].to_numpy()
-    np.testing.assert_allclose(points[np.lexsort(points.T[::-1])], expected[np.lexsort(expected.T[::-1])])
-    assert plots.NC1_FORMS["nc1_trace"] in axes[0].get_ylabel()
-    assert [ax.get_title() for ax in axes] == [f"{name} vs test accuracy" for name in ("NC1 (trace)", "NC2", "NC3")]
-    matplotlib.pyplot.close("all")
 
 
 def test_final_against_lr_on_a_flat_axes_iterator_sets_every_log_scale():
