@@ -231,6 +231,14 @@ def balanced_batches(labels: np.ndarray, *, batch_size: int, num_classes: int, s
 
     Raises:
         ValueError: naming ``batch_size`` if K does not divide it or a class has fewer than m samples.
+
+    Example:
+        >>> labels = np.array([1, 0, 1, 0, 1, 0, 0])  # class 0 has 4 samples, class 1 has 3
+        >>> batches = balanced_batches(labels, batch_size=2, num_classes=2, seed=0, epoch=0)
+        >>> batches.shape  # 3 steps (the smallest class) of m = 1 sample per class
+        (3, 2)
+        >>> labels[batches].tolist()  # every batch sorted by class
+        [[0, 1], [0, 1], [0, 1]]
     """
     m = per_class_batch(batch_size, num_classes)
     labels = np.asarray(labels)

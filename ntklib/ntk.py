@@ -218,7 +218,13 @@ def _sum_einsum(spec: str, xs: list[Array], ys: list[Array]) -> Array:
 
 
 def frobenius_norms(blocks: Array) -> Array:
-    """Frobenius norms over the last two axes: (..., N, N) -> (...)."""
+    """Frobenius norms over the last two axes: (..., N, N) -> (...).
+
+    Example:
+        >>> blocks = jnp.stack([jnp.eye(2), 3 * jnp.ones((2, 2))])  # (2, N, N) with N = 2
+        >>> [round(v, 6) for v in frobenius_norms(blocks).tolist()]  # √2 and √(4 · 3²)
+        [1.414214, 6.0]
+    """
     return jnp.sqrt(jnp.sum(jnp.square(blocks), axis=(-2, -1)))
 
 
@@ -250,6 +256,12 @@ def resolve_loop(loop: ChunkLoop | str, backend: str | None = None) -> ChunkLoop
 
     Raises:
         ValueError: naming ``loop`` when it is not one of "auto", "unrolled", "rolled".
+
+    Example:
+        >>> resolve_loop("auto", backend="cpu").value, resolve_loop("auto", backend="gpu").value
+        ('unrolled', 'rolled')
+        >>> resolve_loop("rolled", backend="cpu").value
+        'rolled'
     """
     loop = ChunkLoop(loop)
     if loop is not ChunkLoop.AUTO:
