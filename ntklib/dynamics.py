@@ -115,13 +115,13 @@ def loss_of(state: FlowState | DecomposedState, kernel: BlockKernel) -> Array:
     Example:
         >>> import jax.numpy as jnp
         >>> from ntklib.block_kernel import BlockKernel
+        >>> w, b = jnp.eye(2), jnp.array([0.5, 0.0])
+        >>> decomposed = DecomposedState(jnp.eye(2), jnp.zeros((2, 2)), w, b)  # M = I, H₂ = 0
         >>> kernel = BlockKernel(2.0, 0.5, 0.1, num_classes=2, per_class=2)
-        >>> features = jnp.array([[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 1.0]])  # H = Y
-        >>> state = FlowState(features, weights=jnp.eye(2), bias=jnp.array([0.5, 0.0]))
-        >>> float(loss_of(state, kernel))  # ½ · 4 · 0.5²
+        >>> float(loss_of(decomposed, kernel))  # R̄ = b 1ᵀ: ½ m ‖R̄‖² = ½ · 2 · (0.5² + 0.5²)
         0.5
-        >>> means, within = features[:, ::2], jnp.zeros((2, 2))  # M = I, H₂ = 0
-        >>> float(loss_of(DecomposedState(means, within, state.weights, state.bias), kernel))
+        >>> composed = FlowState(jnp.repeat(jnp.eye(2), 2, axis=1), w, b)  # H = M Y
+        >>> float(loss_of(composed, kernel))
         0.5
     """
     if isinstance(state, DecomposedState):
