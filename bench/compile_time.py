@@ -134,7 +134,8 @@ def part_ntk(args) -> None:
 
 
 def part_sweep(args) -> None:
-    from ntklib.train import TrainConfig, train_and_evaluate
+    from ntklib.config import TrainConfig
+    from ntklib.train import train_and_evaluate
 
     counter = CompileLog().__enter__()  # for the whole process
     dataset = load_dataset("digits")

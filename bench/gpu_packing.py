@@ -52,7 +52,8 @@ class Trainer:
         import jax.numpy as jnp
         import numpy as np
 
-        from ntklib.train import TrainConfig, _build_model, create_train_state, make_train_epoch
+        from ntklib.config import TrainConfig
+        from ntklib.train import _build_model, create_train_state, make_train_epoch
 
         rng = np.random.default_rng(0)
         labels = np.repeat(np.arange(10, dtype=np.int32), steps * BATCH // 10)

@@ -19,12 +19,12 @@ from pathlib import Path
 import pandas as pd
 
 from ntklib import observations
+from ntklib.config import TrainConfig
 from ntklib.data import load_dataset
 from ntklib.plots import final_records
 from ntklib.results import load_runs
 from ntklib.rundir import read_json
 from ntklib.sweep import learning_rates, run_sweep
-from ntklib.train import TrainConfig
 
 SWEEP = Path(__file__).resolve().parent.parent / "results" / "cpu_mlp_digits_e400" / "mse"
 LIVE_LRS = tuple(learning_rates(30, largest=16)[i] for i in (7, -1))  # chapter 07's: 0.12, 1.78

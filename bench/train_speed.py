@@ -33,11 +33,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from ntklib.config import TrainConfig
 from ntklib.data import Dataset, balanced_batches, steps_per_epoch
 from ntklib.measure import measure_batch
 from ntklib.models import ARCHS
 from ntklib.train import (
-    TrainConfig,
     _build_model,
     create_train_state,
     make_evaluate,

@@ -2,7 +2,7 @@
 
 Subcommands ``run`` (the default), ``sweep`` and ``plot``; the work is done by :mod:`ntklib.train`,
 :mod:`ntklib.sweep` and :mod:`ntklib.plots`. The flags of ``run`` and ``sweep`` are the fields of
-:class:`ntklib.train.TrainConfig` (``batch_size`` → ``--batch-size``), with the help of each
+:class:`ntklib.config.TrainConfig` (``batch_size`` → ``--batch-size``), with the help of each
 field's metadata.
 
 One run (the flags of the paper's scripts; ``run`` may be left out)::
@@ -23,7 +23,7 @@ The paper's Figure 2 (a–h) and Appendix C's panes i–j of a results directory
 
     python -m ntklib.experiment plot runs/resnet20_mnist --out figures/resnet20_mnist.png
 
-``--tiny`` starts from :meth:`ntklib.train.TrainConfig.tiny` (seconds on a CPU) instead of the
+``--tiny`` starts from :meth:`ntklib.config.TrainConfig.tiny` (seconds on a CPU) instead of the
 paper's protocol; every other flag overrides the chosen base.
 
 ``run`` and ``sweep`` keep JAX's persistent compilation cache (:mod:`ntklib.compilation`), so a
@@ -50,10 +50,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ntklib import compilation, plots, results, sweep
+from ntklib.config import GROUPS, ConfigError, TrainConfig
 from ntklib.models import INITS, PAPER_INITS
 from ntklib.rundir import RunError, RunStatus
 from ntklib.sources import DatasetNotPreparedError
-from ntklib.train import ConfigError, TrainConfig, train_and_evaluate
+from ntklib.train import train_and_evaluate
 
 
 class UsageError(Exception):
@@ -80,23 +81,26 @@ def _value_type(hint: typing.Any) -> type:
 
 
 def add_config_flags(parser: argparse.ArgumentParser, *, exclude: Sequence[str] = ()) -> None:
-    """One flag per :class:`~ntklib.train.TrainConfig` field not in ``exclude`` (bool fields as
-    ``--name`` / ``--no-name``), each defaulting to None: keep the base config's value."""
+    """One flag per :class:`~ntklib.config.TrainConfig` field not in ``exclude`` (bool fields as
+    ``--name`` / ``--no-name``), each defaulting to None: keep the base config's value. The flags
+    sit in one argument group per field group (:data:`ntklib.config.GROUPS`)."""
     parser.add_argument("--tiny", action="store_true", help="start from TrainConfig.tiny() (CPU, seconds)")
     hints = typing.get_type_hints(TrainConfig)
+    groups = {name: parser.add_argument_group(name, description) for name, description in GROUPS.items()}
     for field in dataclasses.fields(TrainConfig):
         if field.name in exclude:
             continue
+        group = groups[field.metadata["group"]]
         help_text = field.metadata["help"]
         if field.default is not None:
             help_text += f" (default: {field.default})"
         kind = _value_type(hints[field.name])
         if kind is bool:
-            parser.add_argument(
+            group.add_argument(
                 flag_name(field.name), action=argparse.BooleanOptionalAction, default=None, help=help_text
             )
         else:
-            parser.add_argument(flag_name(field.name), type=kind, choices=field.metadata["choices"], help=help_text)
+            group.add_argument(flag_name(field.name), type=kind, choices=field.metadata["choices"], help=help_text)
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no tqdm bar")
 
 

@@ -33,10 +33,10 @@ from pathlib import Path
 from typing import Any
 
 from ntklib import compilation, sweep
+from ntklib.config import ConfigError, TrainConfig
 from ntklib.models import PAPER_INITS
 from ntklib.rundir import STATUS_FILE, RunStatus, read_json
 from ntklib.sources import DatasetNotPreparedError
-from ntklib.train import ConfigError, TrainConfig
 
 GPU_MEMORY_SHARE = 0.9
 """Of a GPU's memory, the share that the runs packed onto it divide among themselves."""

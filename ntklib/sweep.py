@@ -22,10 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ntklib.config import ConfigError, TrainConfig, run_identity
 from ntklib.data import Dataset, load_dataset
 from ntklib.models import PAPER_INITS
 from ntklib.rundir import RunDir, RunError, RunStatus
-from ntklib.train import ConfigError, TrainConfig, run_identity, train_and_evaluate
+from ntklib.train import train_and_evaluate
 
 PAPER_LR_MIN = 1e-4
 PAPER_LR_MAX = 10**0.25

@@ -1,6 +1,6 @@
 """Training protocol and loop of the paper's experiments (§6, Appendix C).
 
-The protocol, all set by :class:`TrainConfig`:
+The protocol, all set by :class:`ntklib.config.TrainConfig`:
 
 - loss: MSE to one-hot targets, ``mean(½ (z − y)²)`` over batch *and* classes (the released
   code's convention), or cross-entropy (``loss="ce"``, Appendix C.2); :func:`per_sample_loss`;
@@ -10,8 +10,8 @@ The protocol, all set by :class:`TrainConfig`:
   proportionally (``epochs=40`` → every 12);
 - exactly balanced, class-sorted batches of 120 (:func:`ntklib.data.balanced_batches`).
 
-One jit-compiled call trains a whole epoch: the training set stays on the device and a
-``jax.lax.scan`` runs the steps over the epoch's index array, so there is no per-step Python.
+The training set stays on the device; an epoch is one jitted ``jax.lax.scan`` over its index
+array, or on a CPU a Python loop of one jitted step (``epoch_mode``, :func:`resolve_epoch_mode`).
 
 Every ``eval_every`` epochs (and at epoch 0 and the last epoch) one record is written: epoch-average
 train loss/accuracy (train mode, as the steps saw them), test loss/accuracy on the full test set
@@ -33,8 +33,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
-import numbers
 import time
 import traceback
 from collections.abc import Callable
@@ -50,219 +48,10 @@ from tqdm import tqdm  # the text bar: tqdm.auto needs ipywidgets in notebooks a
 
 from ntklib import measure
 from ntklib.compilation import CompileLog
-from ntklib.data import (
-    DATASETS,
-    Dataset,
-    balanced_batches,
-    default_image_size,
-    load_dataset,
-    per_class_batch,
-    steps_per_epoch,
-)
-from ntklib.models import ARCHS, INITS, VARIANTS, Classifier, build_model
-from ntklib.ntk import OffDiagonal
-from ntklib.rundir import NullRunDir, RunDir, RunStatus, evaluation_epochs, json_safe
-
-REFERENCE_EPOCHS = 400
-"""The paper's run length; ``lr_decay_every`` is given relative to it."""
-
-LOSSES = ("mse", "ce")
-
-
-EPOCH_MODES = ("auto", "scan", "loop")
-OFFDIAG_MODES = tuple(mode.value for mode in OffDiagonal)
-
-
-class ConfigError(ValueError):
-    """An invalid training configuration (a field's value, or its fit to the dataset); the message
-    names the parameter. Raised before anything is written."""
-
-
-def _option(default: Any, help: str, choices: tuple[str, ...] | None = None, *, identity: bool = True) -> Any:
-    """A :class:`TrainConfig` field whose description (and valid values) live in its metadata, so
-    the command line (:mod:`ntklib.experiment`) and the documentation read them from one place.
-    ``identity=False`` marks a field that cannot change the numbers (left out of
-    :meth:`TrainConfig.identity`)."""
-    return dataclasses.field(default=default, metadata={"help": help, "choices": choices, "identity": identity})
-
-
-_POSITIVE_INTS = ("epochs", "batch_size", "lr_decay_every", "eval_every", "eval_batch_size")
-_POSITIVE_INTS_OR_NONE = ("image_size", "kernel_every", "ntk_per_class", "ntk_chunk_size")
-_FINITE_NONNEGATIVE = ("momentum", "weight_decay")
-_FINITE_POSITIVE = ("lr", "lr_decay_factor")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Everything that defines one training run. ``TrainConfig()`` is the paper's protocol for
-    ResNet20 on MNIST; :meth:`tiny` is the seconds-long CPU variant the tests use. Every field is
-    described once, in its metadata (``dataclasses.fields(TrainConfig)``: ``metadata["help"]`` and
-    the valid values ``metadata["choices"]``)."""
-
-    arch: str = _option("resnet20", "architecture", ARCHS)
-    dataset: str = _option("mnist", "dataset", DATASETS)
-    init: str = _option("flax", "parameter initialisation", INITS)
-    variant: str = _option(
-        "released",
-        "layer layout: released (as the paper's code) or standard (shortcut BN, no bias "
-        "before BatchNorm, BN momentum 0.9)",
-        VARIANTS,
-    )
-    bn_momentum: float | None = _option(
-        None,
-        "momentum of the BatchNorm running averages that evaluation uses (default: the variant's, "
-        "0.99 for the released ResNet20/DenseNet40; a run of s steps keeps a fraction bn_momentum**s "
-        "of the initial statistics, so short CPU runs need less)",
-    )
-    lr: float = _option(0.01, "initial learning rate")
-    epochs: int = _option(400, "number of epochs")
-    batch_size: int = _option(120, "K·m samples per batch, a multiple of the number of classes")
-    loss: str = _option("mse", "training loss (ce: Appendix C.2)", LOSSES)
-    momentum: float = _option(0.9, "SGD momentum")
-    nesterov: bool = _option(True, "Nesterov momentum")
-    weight_decay: float = _option(5e-4, "L2 coefficient on weight tensors of rank > 1")
-    lr_decay_every: int = _option(120, "epochs between ÷10 decays in a 400-epoch run; scaled by epochs/400")
-    lr_decay_factor: float = _option(0.1, "learning-rate multiplier at every decay")
-    eval_every: int = _option(2, "epochs between metric records")
-    seed: int = _option(0, "seed of the parameter initialisation and of the data shuffling")
-    data_dir: str | None = _option(None, "tfds data directory (default: tfds's own)")
-    image_size: int | None = _option(
-        None, "input size (default: 32 for VGG on MNIST/FashionMNIST, else native; ntklib.data.default_image_size)"
-    )
-    eval_batch_size: int = _option(1000, "batch size of the test-set evaluation")
-    kernel_metrics: bool = _option(True, "record the NTK statistics and the invariant metrics")
-    kernel_every: int | None = _option(
-        None,
-        "epochs between records with kernel metrics, a multiple of eval_every (epoch 0 and the "
-        "last epoch always have them; default: every record)",
-    )
-    ntk_per_class: int | None = _option(
-        None,
-        "samples per class of the last batch used for the NTK and the kernel columns (default: 4 for VGG, "
-        "whose Jacobians are too large, else the whole batch); the NC and invariant columns use the whole batch",
-    )
-    ntk_chunk_size: int | None = _option(
-        None, "feature neurons per Jacobian chunk (default: 8 for VGG, all d at once otherwise)"
-    )
-    ntk_offdiag: str = _option(
-        "logits",
-        "off-diagonal block norms to record: logits (cheap), norms (also the feature "
-        "kernel's, d times the cost of its diagonal blocks) or none",
-        OFFDIAG_MODES,
-    )
-    epoch_mode: str = _option(
-        "auto",
-        "one jitted lax.scan per epoch, or a Python loop of jitted steps (auto: loop on CPU); not part of the numbers",
-        EPOCH_MODES,
-        identity=False,
-    )
-
-    def __post_init__(self) -> None:
-        """Check every field; a :class:`ConfigError` names the first bad one."""
-        for field in dataclasses.fields(self):
-            value, choices = getattr(self, field.name), field.metadata["choices"]
-            if choices is not None and value not in choices:
-                raise ConfigError(f"unknown {field.name} {value!r}; valid choices: {', '.join(choices)}")
-        for name in _POSITIVE_INTS + _POSITIVE_INTS_OR_NONE:
-            value = getattr(self, name)
-            if (value is not None or name in _POSITIVE_INTS) and not (_is_int(value) and value >= 1):
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        if not (_is_int(self.seed) and self.seed >= 0):
-            raise ConfigError(f"seed must be an integer >= 0, got {self.seed!r}")
-        for name in _FINITE_POSITIVE:
-            value = getattr(self, name)
-            if not (_is_real(value) and math.isfinite(value) and value > 0):
-                raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")
-        for name in _FINITE_NONNEGATIVE:
-            value = getattr(self, name)
-            if not (_is_real(value) and math.isfinite(value) and value >= 0):
-                raise ConfigError(f"{name} must be a finite number >= 0, got {value!r}")
-        if not isinstance(self.nesterov, bool) or not isinstance(self.kernel_metrics, bool):
-            flags = f"{self.nesterov!r}, {self.kernel_metrics!r}"
-            raise ConfigError(f"nesterov and kernel_metrics must be booleans, got {flags}")
-        if self.bn_momentum is not None and not (_is_real(self.bn_momentum) and 0 <= self.bn_momentum < 1):
-            raise ConfigError(f"bn_momentum must be a number in [0, 1) or None, got {self.bn_momentum!r}")
-        if self.data_dir is not None and not (isinstance(self.data_dir, str) and self.data_dir):
-            raise ConfigError(f"data_dir must be a non-empty path or None, got {self.data_dir!r}")
-        if self.kernel_every is not None and self.kernel_every % self.eval_every:
-            raise ConfigError(
-                f"kernel_every must be a positive multiple of eval_every ({self.eval_every}), got {self.kernel_every}"
-            )
-
-    @classmethod
-    def default(cls, **overrides: Any) -> TrainConfig:
-        """The paper's protocol (ResNet20, MNIST, 400 epochs, batch 120), with ``overrides``."""
-        return cls(**overrides)
-
-    @classmethod
-    def tiny(cls, **overrides: Any) -> TrainConfig:
-        """A seconds-long CPU run: a small MLP on the 8×8 digits, 2 epochs, batches of 40."""
-        base = dict(
-            arch="mlp",
-            dataset="digits",
-            init="flax",
-            lr=0.05,
-            epochs=2,
-            batch_size=40,
-            eval_every=1,
-            eval_batch_size=256,
-        )
-        return cls(**{**base, **overrides})
-
-    def replace(self, **overrides: Any) -> TrainConfig:
-        return dataclasses.replace(self, **overrides)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def identity(self) -> dict[str, Any]:
-        """The fields that can change the numbers: all but those marked ``identity=False``
-        (``epoch_mode``). Their hash (:func:`ntklib.rundir.config_hash`) is the run's identity."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata["identity"]}
-
-    def evaluation_epochs(self, up_to: int | None = None) -> list[int]:
-        """The epochs ≤ ``up_to`` (default: the last) that get a record: 0, every ``eval_every``-th, the last."""
-        up_to = self.epochs if up_to is None else up_to
-        return evaluation_epochs(up_to, eval_every=self.eval_every, epochs=self.epochs)
-
-    @property
-    def decay_every_epochs(self) -> int:
-        """Epochs between learning-rate decays in this run, lr_decay_every · epochs / 400, ≥ 1."""
-        return max(1, round(self.lr_decay_every * self.epochs / REFERENCE_EPOCHS))
-
-    @property
-    def ntk_settings(self) -> tuple[int | None, int | None]:
-        """(samples per class, chunk size) of the NTK; None entries resolved per architecture."""
-        vgg = self.arch.startswith("vgg")
-        per_class = self.ntk_per_class if self.ntk_per_class is not None else (4 if vgg else None)
-        chunk = self.ntk_chunk_size if self.ntk_chunk_size is not None else (8 if vgg else None)
-        return per_class, chunk
-
-    def kernels_at(self, epoch: int) -> bool:
-        """Whether the record of ``epoch`` gets the kernel metrics."""
-        if not self.kernel_metrics:
-            return False
-        return epoch % (self.kernel_every or self.eval_every) == 0 or epoch == self.epochs
-
-    def measure_options(self, epoch: int | None = None) -> dict[str, Any]:
-        """Keyword arguments of :func:`ntklib.measure.measure_batch` for the record of ``epoch``
-        (None: with kernels when ``kernel_metrics``)."""
-        per_class, chunk_size = self.ntk_settings
-        kernels = self.kernel_metrics if epoch is None else self.kernels_at(epoch)
-        return dict(kernels=kernels, per_class=per_class, chunk_size=chunk_size, offdiag=self.ntk_offdiag)
-
-    @property
-    def input_size(self) -> int | None:
-        return self.image_size if self.image_size is not None else default_image_size(self.arch, self.dataset)
-
+from ntklib.config import EPOCH_MODES, ConfigError, TrainConfig, check_fit, run_identity
+from ntklib.data import Dataset, balanced_batches, load_dataset
+from ntklib.models import Classifier, build_model
+from ntklib.rundir import NullRunDir, RunDir, RunStatus, json_safe
 
 APPLY_INIT = "flax"
 """The ``init`` of the module that trains, evaluates and measures (``_build_model``). An
@@ -532,46 +321,14 @@ def _checkpoint_target(state: TrainState) -> dict[str, Any]:
 
 
 def _restore(state: TrainState, saved: dict[str, Any]) -> TrainState:
-    return state.replace(
-        params=saved["params"],
-        batch_stats=saved["batch_stats"],
-        opt_state=saved["opt_state"],
-        step=jnp.asarray(saved["step"]),
-    )
+    """``state`` with the parts that :func:`_checkpoint_target` saved."""
+    parts = {name: saved[name] for name in ("params", "batch_stats", "opt_state")}
+    return state.replace(**parts, step=jnp.asarray(saved["step"]))
 
 
 EpochCallback = Callable[[int, TrainState], None]
 """``on_epoch(epoch, state)``: called with epoch 0 (the initial state, on a fresh start) and after
 every trained epoch; ``state`` is a copy the callback may keep."""
-
-
-def check_fit(config: TrainConfig, dataset: Dataset) -> int:
-    """Check the batch arithmetic and the NTK settings of ``config`` against ``dataset``; returns
-    the steps per epoch.
-
-    Raises:
-        ConfigError: naming ``batch_size`` or ``ntk_per_class``.
-    """
-    try:
-        m = per_class_batch(config.batch_size, dataset.num_classes)
-        steps = steps_per_epoch(dataset.train_labels, batch_size=config.batch_size, num_classes=dataset.num_classes)
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
-    if steps < 1:
-        raise ConfigError(
-            f"batch_size={config.batch_size} needs {m} samples of every class, but the smallest class of "
-            f"{dataset.name} has {dataset.min_class_count()}"
-        )
-    per_class = config.ntk_settings[0]
-    if config.kernel_metrics and per_class is not None and per_class > m:
-        batch = config.batch_size
-        raise ConfigError(f"ntk_per_class={per_class} exceeds the {m} samples per class of a batch of {batch}")
-    return steps
-
-
-def run_identity(config: TrainConfig) -> dict[str, Any]:
-    """The keyword arguments of :meth:`ntklib.rundir.RunDir.verify` for ``config``."""
-    return {"identity": config.identity(), "required_epochs": config.evaluation_epochs}
 
 
 def _record_failure(run: RunDir, error: Exception) -> None:
@@ -687,15 +444,8 @@ def _train(
             "status": "ok",
         }
         t0 = time.perf_counter()
-        rec.update(
-            measure.measure_batch(
-                model,
-                state.variables,
-                train_images[batch_idx],
-                train_labels[batch_idx],
-                **config.measure_options(epoch),
-            )
-        )
+        images, labels = train_images[batch_idx], train_labels[batch_idx]
+        rec.update(measure.measure_batch(model, state.variables, images, labels, **config.measure_options(epoch)))
         rec["metrics_seconds"] = time.perf_counter() - t0
         rec["compile_seconds"] = compiles.take_seconds()
         return json_safe(rec)
@@ -714,12 +464,8 @@ def _train(
         notify(0, state)
 
     stop = config.epochs if max_epochs_this_call is None else min(config.epochs, start + max_epochs_this_call)
-    bar = tqdm(
-        range(start + 1, stop + 1),
-        desc=f"{config.arch} {config.init} lr={config.lr:.3g}",
-        disable=not progress,
-        leave=False,
-    )
+    label = f"{config.arch} {config.init} lr={config.lr:.3g}"
+    bar = tqdm(range(start + 1, stop + 1), desc=label, disable=not progress, leave=False)
     for epoch in bar:
         idx = batches(epoch)
         t0 = time.perf_counter()
@@ -727,16 +473,8 @@ def _train(
         losses = np.asarray(losses)
         seconds = time.perf_counter() - t0
         if not np.all(np.isfinite(losses)):
-            records.append(
-                {
-                    "epoch": epoch,
-                    "step": int(state.step),
-                    "status": RunStatus.DIVERGED.value,
-                    "train_loss": None,
-                    "epoch_seconds": seconds,
-                    "compile_seconds": compiles.take_seconds(),
-                }
-            )
+            diverged = {"epoch": epoch, "step": int(state.step), "status": RunStatus.DIVERGED.value, "train_loss": None}
+            records.append({**diverged, "epoch_seconds": seconds, "compile_seconds": compiles.take_seconds()})
             run.commit(records, status=RunStatus.DIVERGED, epoch=epoch)
             bar.close()
             return RunResult(records, RunStatus.DIVERGED, state)

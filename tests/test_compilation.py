@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from ntklib import compilation, experiment, ntk, train
+from ntklib.config import TrainConfig
 from ntklib.data import load_dataset
 from ntklib.models import ARCHS, INITS, build_model
-from ntklib.train import TrainConfig, train_and_evaluate
+from ntklib.train import train_and_evaluate
 
 # shapes no other test uses, so that the first run below compiles whatever else ran before
 SHARED = dict(batch_size=30, eval_batch_size=97, ntk_per_class=2, epochs=2)

@@ -156,7 +156,7 @@ def test_cli_flags_cover_every_config_field():
     """Each TrainConfig field has its flag, with the help text of the field's metadata."""
     import dataclasses
 
-    from ntklib.train import TrainConfig
+    from ntklib.config import TrainConfig
 
     parser = argparse.ArgumentParser()
     experiment.add_config_flags(parser)
@@ -172,3 +172,18 @@ def test_cli_flags_cover_every_config_field():
     sweep_parser = argparse.ArgumentParser()
     experiment.add_config_flags(sweep_parser, exclude=experiment.SWEPT_FIELDS)
     assert not {"init", "lr"} & {action.dest for action in sweep_parser._actions}
+
+
+def test_config_flags_sit_in_one_group_per_field_group():
+    """--help shows the flags of each TrainConfig field group under that group's heading."""
+    import dataclasses
+
+    from ntklib.config import GROUPS, TrainConfig
+
+    parser = argparse.ArgumentParser()
+    experiment.add_config_flags(parser)
+    groups = {group.title: {action.dest for action in group._group_actions} for group in parser._action_groups}
+    for field in dataclasses.fields(TrainConfig):
+        assert field.name in groups[field.metadata["group"]], field.name
+    text = parser.format_help()
+    assert all(f"\n{name}:\n  {description}" in text for name, description in GROUPS.items())

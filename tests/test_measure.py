@@ -12,11 +12,12 @@ import pytest
 import ntklib
 from ntklib import collapse, kernel_stats, measure
 from ntklib.block_kernel import BlockKernel
+from ntklib.config import TrainConfig
 from ntklib.data import load_dataset
 from ntklib.invariant import invariant_metrics
 from ntklib.models import build_model
 from ntklib.ntk import block_ntk
-from ntklib.train import TrainConfig, train_and_evaluate
+from ntklib.train import train_and_evaluate
 
 PACKAGE = Path(ntklib.__file__).parent
 

@@ -336,7 +336,7 @@ def test_bn_momentum_overrides_the_variants(arch):
 
 
 def test_bn_momentum_is_checked_and_ignored_without_batchnorm():
-    from ntklib.train import ConfigError, TrainConfig
+    from ntklib.config import ConfigError, TrainConfig
 
     assert build_model("mlp", 3, bn_momentum=0.5).features == build_model("mlp", 3).features
     for bad in (1.0, -0.1):

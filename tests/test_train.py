@@ -1,4 +1,5 @@
-"""Training loop: protocol pieces, records, reproducibility, resume, divergence, kernel metrics."""
+"""Training loop: protocol pieces, records, reproducibility, resume, divergence, kernel metrics
+(the config itself: tests/test_config.py)."""
 
 import json
 
@@ -9,9 +10,9 @@ import pandas as pd
 import pytest
 
 from ntklib import rundir
+from ntklib.config import TrainConfig
 from ntklib.data import load_dataset
 from ntklib.train import (
-    TrainConfig,
     compute_loss,
     create_learning_rate_schedule,
     create_optimizer,
@@ -28,32 +29,6 @@ def digits():
 
 def strip_timing(records):
     return [{k: v for k, v in r.items() if k not in TIMING} for r in records]
-
-
-def test_config_variants():
-    default = TrainConfig()
-    assert (default.arch, default.dataset, default.batch_size, default.epochs, default.eval_every) == (
-        "resnet20",
-        "mnist",
-        120,
-        400,
-        2,
-    )
-    assert (default.momentum, default.nesterov, default.weight_decay, default.loss) == (0.9, True, 5e-4, "mse")
-    assert default.decay_every_epochs == 120
-    assert TrainConfig(epochs=40).decay_every_epochs == 12
-    assert TrainConfig(epochs=1).decay_every_epochs == 1
-    assert TrainConfig(arch="vgg11").input_size == 32 and TrainConfig().input_size is None
-    tiny = TrainConfig.tiny(lr=0.3)
-    assert tiny.dataset == "digits" and tiny.lr == 0.3 and tiny.replace(seed=3).seed == 3
-    with pytest.raises(ValueError, match="loss"):
-        TrainConfig(loss="hinge")
-    assert default.to_dict()["variant"] == "released"  # config.json records the layers' variant
-    with pytest.raises(ValueError, match=r"variant 'paper'.*released, standard"):
-        TrainConfig(variant="paper")
-    assert TrainConfig(arch="vgg16").ntk_settings == (4, 8)  # the paper's 40-sample NTK for VGG
-    assert TrainConfig().ntk_settings == (None, None)  # whole batch of 120
-    assert TrainConfig(arch="vgg11", ntk_per_class=12, ntk_chunk_size=2).ntk_settings == (12, 2)
 
 
 def test_mse_is_the_released_codes_mean():
@@ -188,12 +163,6 @@ def test_kernel_every_thins_the_kernel_records(digits):
     assert [r["epoch"] for r in records] == [0, 1, 2, 3, 4, 5]
     assert with_kernels == [0, 2, 4, 5]  # every 2nd epoch, and the last
     assert all("nc2" in r for r in records)
-
-
-@pytest.mark.parametrize("kernel_every", [0, 3])
-def test_kernel_every_must_be_a_multiple_of_eval_every(kernel_every):
-    with pytest.raises(ValueError, match="kernel_every"):
-        TrainConfig.tiny(eval_every=2, kernel_every=kernel_every)
 
 
 def test_resnet20_trains_on_digits(digits):
