@@ -10,6 +10,20 @@ values, so the metrics can be traced by ``jax.jit`` (with ``num_classes`` static
 vouches that every class occurs. Concrete labels outside ``0 … K−1`` are refused either way; a
 class without samples makes every metric NaN.
 
+Centring. NC1 (trace form), NC2 and NC3 measure the class means M = [μ_1 … μ_K] about a centre
+c (d,), M̃ = M − c 1ᵀ, chosen by the keyword ``centre``:
+
+- ``"class_means"`` (the default): c = (1/K) Σ_k μ_k, the mean of the class means, as the paper's
+  released code centres them. An exact simplex ETF of class means is centred at this point
+  whatever the class sizes n_k, so the metrics read 0 on it under imbalance too.
+- ``"samples"``: c = h̄ = (1/N) Σ_i h_i = Σ_k (n_k/N) μ_k, the sample mean. Under imbalance it is
+  pulled toward the larger classes and an exact collapse scores far from 0 (class counts
+  20, 20, 2, 2 on an exact ETF: NC2 ≈ 0.65, NC3 ≈ 0.44).
+
+The two centres are equal when every class has the same number of samples (n_k = N/K), so on a
+balanced batch both forms give the same numbers (to rounding). NC1 in the standard-deviation
+form and NC4 measure samples against their own class means and need no centre.
+
 Example:
     Three classes whose features sit exactly on a simplex ETF are collapsed (NC1 = NC2 = 0); with a
     static ``num_classes`` the metric compiles under ``jax.jit``:
@@ -27,7 +41,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -36,6 +50,17 @@ from jax import Array
 from jax.typing import ArrayLike, DTypeLike
 
 from ntklib.block_kernel import BlockKernel
+
+Centre = Literal["class_means", "samples"]
+"""Which centre the class means are measured about, ``"class_means"`` or ``"samples"`` (module docstring)."""
+
+CENTRES: tuple[Centre, ...] = ("class_means", "samples")
+"""The accepted values of ``centre``, the default first."""
+
+
+def _check_centre(centre: str) -> None:
+    if centre not in CENTRES:
+        raise ValueError(f"centre must be one of {CENTRES}, got {centre!r}")
 
 
 def _check_labels(features: Array, labels: Array, num_classes: int | None = None) -> tuple[Array, int]:
@@ -77,9 +102,35 @@ def class_means(features: Array, labels: Array, *, num_classes: int | None = Non
     return features @ onehot / onehot.sum(axis=0, keepdims=True)
 
 
-def centred_class_means(features: Array, labels: Array, *, num_classes: int | None = None) -> Array:
-    """M̃ = M − h̄ 1ᵀ, shape (d, K), where h̄ is the global mean of all N columns."""
-    return class_means(features, labels, num_classes=num_classes) - features.mean(axis=1, keepdims=True)
+def centred_class_means(
+    features: Array, labels: Array, *, num_classes: int | None = None, centre: Centre = "class_means"
+) -> Array:
+    """M̃ = M − c 1ᵀ, shape (d, K): the class means M (d, K) about the centre c (d,)::
+
+        c = (1/K) Σ_k μ_k              (centre="class_means", the default; the paper's code)
+        c = h̄ = (1/N) Σ_i h_i          (centre="samples", the sample mean)
+
+    Both are the same point when the classes are balanced.
+
+    Raises:
+        ValueError: naming ``centre`` when it is not one of :data:`CENTRES`.
+
+    Example:
+        Two classes of 3 and 1 samples at ±1: the class means are centred at 0, the sample mean
+        is 0.5.
+
+        >>> import jax.numpy as jnp
+        >>> features, labels = jnp.array([[1.0, 1.0, 1.0, -1.0]]), jnp.array([0, 0, 0, 1])
+        >>> centred_class_means(features, labels).tolist()
+        [[1.0, -1.0]]
+        >>> centred_class_means(features, labels, centre="samples").tolist()
+        [[0.5, -1.5]]
+    """
+    _check_centre(centre)
+    means = class_means(features, labels, num_classes=num_classes)
+    if centre == "samples":
+        return means - features.mean(axis=1, keepdims=True)
+    return means - means.mean(axis=1, keepdims=True)
 
 
 def nc1_within_class_std(features: Array, labels: Array, *, num_classes: int | None = None) -> Array:
@@ -97,17 +148,22 @@ def nc1_within_class_std(features: Array, labels: Array, *, num_classes: int | N
     return jnp.mean(jnp.sqrt(variances))
 
 
-def nc1_trace(features: Array, labels: Array, *, num_classes: int | None = None) -> Array:
+def nc1_trace(
+    features: Array, labels: Array, *, num_classes: int | None = None, centre: Centre = "class_means"
+) -> Array:
     """NC1 in the trace form of Papyan et al. (2020): tr(Σ_W Σ_B⁺) / K, with the within-class and
     between-class covariances::
 
-        Σ_W = (1/N) Σ_i (h_i − μ_{y_i})(h_i − μ_{y_i})ᵀ,   Σ_B = (1/K) Σ_k (μ_k − h̄)(μ_k − h̄)ᵀ.
+        Σ_W = (1/N) Σ_i (h_i − μ_{y_i})(h_i − μ_{y_i})ᵀ,   Σ_B = (1/K) Σ_k (μ_k − c)(μ_k − c)ᵀ,
+
+    where the centre c is the mean of the class means (``centre="class_means"``, the default) or
+    the sample mean h̄ (``centre="samples"``); see :func:`centred_class_means`.
     """
     labels, num_classes = _check_labels(features, labels, num_classes)
     means = class_means(features, labels, num_classes=num_classes)
     within = features - means[:, labels]
     sigma_w = within @ within.T / features.shape[1]
-    centred = means - features.mean(axis=1, keepdims=True)
+    centred = centred_class_means(features, labels, num_classes=num_classes, centre=centre)
     sigma_b = centred @ centred.T / num_classes
     return jnp.trace(sigma_w @ jnp.linalg.pinv(sigma_b, hermitian=True)) / num_classes
 
@@ -118,18 +174,28 @@ def simplex_etf_gram(num_classes: int, dtype: DTypeLike | None = None) -> Array:
     return (jnp.eye(k, dtype=dtype) - jnp.ones((k, k), dtype=dtype) / k) / jnp.sqrt(k - 1.0)
 
 
-def nc2_etf_distance(features: Array, labels: Array, *, num_classes: int | None = None) -> Array:
+def nc2_etf_distance(
+    features: Array, labels: Array, *, num_classes: int | None = None, centre: Centre = "class_means"
+) -> Array:
     """NC2: ‖ M̃ᵀM̃/‖M̃ᵀM̃‖_F − (I_K − 1 1ᵀ/K)/√(K − 1) ‖_F, the distance of the centred class means
-    from a simplex equiangular tight frame (equal norms, pairwise angles arccos(−1/(K−1)))."""
-    centred = centred_class_means(features, labels, num_classes=num_classes)
+    M̃ (:func:`centred_class_means` with ``centre``) from a simplex equiangular tight frame (equal
+    norms, pairwise angles arccos(−1/(K−1)))."""
+    centred = centred_class_means(features, labels, num_classes=num_classes, centre=centre)
     gram = centred.T @ centred
     return jnp.linalg.norm(gram / jnp.linalg.norm(gram) - simplex_etf_gram(gram.shape[0], gram.dtype))
 
 
-def nc3_self_duality(weights: Array, features: Array, labels: Array, *, num_classes: int | None = None) -> Array:
+def nc3_self_duality(
+    weights: Array,
+    features: Array,
+    labels: Array,
+    *,
+    num_classes: int | None = None,
+    centre: Centre = "class_means",
+) -> Array:
     """NC3: ‖ M̃/‖M̃‖_F − Wᵀ/‖W‖_F ‖_F for W of shape (K, d): classifier rows align with the
-    centred class means."""
-    centred = centred_class_means(features, labels, num_classes=num_classes)
+    centred class means M̃ (:func:`centred_class_means` with ``centre``)."""
+    centred = centred_class_means(features, labels, num_classes=num_classes, centre=centre)
     return jnp.linalg.norm(centred / jnp.linalg.norm(centred) - weights.T / jnp.linalg.norm(weights))
 
 
@@ -266,7 +332,9 @@ def end_of_training_collapse(bias: ArrayLike, kernel: BlockKernel) -> tuple[floa
     any biases (remark on α → 1/K in App. B.4).
 
     Returns:
-        (NC2, NC3) as :func:`nc2_etf_distance` and :func:`nc3_self_duality` would measure them.
+        (NC2, NC3) as :func:`nc2_etf_distance` and :func:`nc3_self_duality` would measure them
+        (with either ``centre``: the block model's batch is balanced, and C centres at the mean of
+        the class means).
     """
     grams = end_of_training_grams(bias, kernel)
     k = kernel.num_classes

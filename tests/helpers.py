@@ -74,3 +74,32 @@ def random_within_basis(rng: np.random.Generator, m: int) -> np.ndarray:
     """A random orthonormal basis (m, m − 1) of 1_m^⊥: QR of a centred Gaussian matrix."""
     q, _ = np.linalg.qr(centring(m) @ rng.normal(size=(m, m - 1)))
     return q
+
+
+def naive_unsorted_class_means(h: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """M (d, K) for labels in any order: column c is the mean of the columns i of h with labels[i] == c."""
+    out = np.zeros((h.shape[0], k))
+    for c in range(k):
+        cols = [i for i in range(len(labels)) if labels[i] == c]
+        out[:, c] = sum(h[:, i] for i in cols) / len(cols)
+    return out
+
+
+def naive_centre(h: np.ndarray, labels: np.ndarray, k: int, centre: str) -> np.ndarray:
+    """The centre c (d,) of the class means, by explicit sums::
+
+    "class_means": c = (1/K) Σ_c μ_c,    "samples": c = (1/N) Σ_i h_i
+    """
+    if centre == "class_means":
+        means = naive_unsorted_class_means(h, labels, k)
+        return sum(means[:, c] for c in range(k)) / k
+    if centre == "samples":
+        return sum(h[:, i] for i in range(h.shape[1])) / h.shape[1]
+    raise ValueError(f"centre must be 'class_means' or 'samples', got {centre!r}")
+
+
+def naive_centred_class_means(h: np.ndarray, labels: np.ndarray, k: int, centre: str) -> np.ndarray:
+    """M̃ (d, K): column c is μ_c − c with the centre of :func:`naive_centre`."""
+    means = naive_unsorted_class_means(h, labels, k)
+    c = naive_centre(h, labels, k, centre)
+    return np.stack([means[:, j] - c for j in range(k)], axis=1)

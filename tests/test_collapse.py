@@ -5,9 +5,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import naive_centre, naive_centred_class_means, naive_unsorted_class_means
 
+from ntklib import measure
 from ntklib.block_kernel import BlockKernel
 from ntklib.collapse import (
+    CENTRES,
     centred_class_means,
     class_means,
     end_of_training_collapse,
@@ -51,12 +54,7 @@ def random_unsorted_data(k, seed, balanced=False):
     return features, labels, w, b
 
 
-def naive_means(h, labels, k):
-    out = np.zeros((h.shape[0], k))
-    for c in range(k):
-        cols = [i for i in range(len(labels)) if labels[i] == c]
-        out[:, c] = sum(h[:, i] for i in cols) / len(cols)
-    return out
+naive_means = naive_unsorted_class_means
 
 
 def naive_nc1_std(h, labels, k):
@@ -69,10 +67,10 @@ def naive_nc1_std(h, labels, k):
     return np.mean(values)
 
 
-def naive_nc1_trace(h, labels, k):
+def naive_nc1_trace(h, labels, k, centre="class_means"):
     d, n = h.shape
     means = naive_means(h, labels, k)
-    hbar = h.mean(axis=1)
+    hbar = naive_centre(h, labels, k, centre)
     sigma_w = np.zeros((d, d))
     for i in range(n):
         v = h[:, i] - means[:, labels[i]]
@@ -84,15 +82,15 @@ def naive_nc1_trace(h, labels, k):
     return np.trace(sigma_w @ np.linalg.pinv(sigma_b)) / k
 
 
-def naive_nc2(h, labels, k):
-    centred = naive_means(h, labels, k) - h.mean(axis=1)[:, None]
+def naive_nc2(h, labels, k, centre="class_means"):
+    centred = naive_centred_class_means(h, labels, k, centre)
     gram = centred.T @ centred
     target = (np.eye(k) - np.ones((k, k)) / k) / np.sqrt(k - 1)
     return np.linalg.norm(gram / np.linalg.norm(gram) - target)
 
 
-def naive_nc3(w, h, labels, k):
-    centred = naive_means(h, labels, k) - h.mean(axis=1)[:, None]
+def naive_nc3(w, h, labels, k, centre="class_means"):
+    centred = naive_centred_class_means(h, labels, k, centre)
     return np.linalg.norm(centred / np.linalg.norm(centred) - w.T / np.linalg.norm(w))
 
 
@@ -128,8 +126,12 @@ def test_class_means_vs_loop(k):
     h, labels, _, _ = random_unsorted_data(k, seed=k)
     means = np.asarray(class_means(jnp.asarray(h), jnp.asarray(labels)))
     np.testing.assert_allclose(means, naive_means(h, labels, k), atol=1e-14)
-    centred = np.asarray(centred_class_means(jnp.asarray(h), labels))
-    np.testing.assert_allclose(centred, naive_means(h, labels, k) - h.mean(axis=1)[:, None], atol=1e-14)
+    for centre in CENTRES:
+        centred = np.asarray(centred_class_means(jnp.asarray(h), labels, centre=centre))
+        np.testing.assert_allclose(centred, naive_centred_class_means(h, labels, k, centre), atol=1e-14)
+    centred = np.asarray(centred_class_means(jnp.asarray(h), labels))  # the default: mean of the class means
+    np.testing.assert_allclose(centred, naive_means(h, labels, k) - naive_means(h, labels, k).mean(axis=1)[:, None])
+    np.testing.assert_allclose(centred.sum(axis=1), 0.0, atol=1e-13)
 
 
 # ---------------------------------------------------------------- NC1–NC4 vs naive loops
@@ -137,21 +139,24 @@ def test_class_means_vs_loop(k):
 
 @pytest.mark.parametrize("k", KS)
 @pytest.mark.parametrize("balanced", [False, True])
-def test_nc_metrics_vs_naive_on_random_data(k, balanced):
+@pytest.mark.parametrize("centre", [*CENTRES, None])
+def test_nc_metrics_vs_naive_on_random_data(k, balanced, centre):
     h, labels, w, b = random_unsorted_data(k, seed=10 + k, balanced=balanced)
     hj, lj = jnp.asarray(h), jnp.asarray(labels)
+    kw = {} if centre is None else {"centre": centre}  # None: the default, the mean of the class means
+    naive_centre_name = centre or "class_means"
     expected = {
         "nc1_std": naive_nc1_std(h, labels, k),
-        "nc1_trace": naive_nc1_trace(h, labels, k),
-        "nc2": naive_nc2(h, labels, k),
-        "nc3": naive_nc3(w, h, labels, k),
+        "nc1_trace": naive_nc1_trace(h, labels, k, naive_centre_name),
+        "nc2": naive_nc2(h, labels, k, naive_centre_name),
+        "nc3": naive_nc3(w, h, labels, k, naive_centre_name),
         "nc4": naive_nc4(w, b, h, labels, k),
     }
     got = {
         "nc1_std": nc1_within_class_std(hj, lj),
-        "nc1_trace": nc1_trace(hj, lj),
-        "nc2": nc2_etf_distance(hj, lj),
-        "nc3": nc3_self_duality(jnp.asarray(w), hj, lj),
+        "nc1_trace": nc1_trace(hj, lj, **kw),
+        "nc2": nc2_etf_distance(hj, lj, **kw),
+        "nc3": nc3_self_duality(jnp.asarray(w), hj, lj, **kw),
         "nc4": nc4_ncc_mismatch(jnp.asarray(w), jnp.asarray(b), hj, lj),
     }
     for key, value in expected.items():
@@ -163,8 +168,8 @@ def test_nc_metrics_vs_naive_on_random_data(k, balanced):
             np.testing.assert_allclose(float(got[key]), value, rtol=1e-10, atol=1e-14, err_msg=key)
     # far from collapse
     for key in ("nc1_std", "nc1_trace", "nc2", "nc3"):
-        if key == "nc2" and k == 2 and balanced:
-            # two centred means of equal-size classes are always antipodal: a 2-class simplex ETF
+        if key == "nc2" and k == 2 and (balanced or naive_centre_name == "class_means"):
+            # two means centred at their midpoint are always antipodal: a 2-class simplex ETF
             assert float(got[key]) < 1e-12
         else:
             assert float(got[key]) > 1e-2, key
@@ -175,6 +180,9 @@ def test_nc_metrics_under_jit_with_explicit_num_classes(k):
     h, labels, w, b = random_unsorted_data(k, seed=20 + k, balanced=False)
     hj, lj, wj, bj = (jnp.asarray(a) for a in (h, labels, w, b))
     metrics = {
+        "nc1_trace_samples": lambda h, y, **kw: nc1_trace(h, y, centre="samples", **kw),
+        "nc2_samples": lambda h, y, **kw: nc2_etf_distance(h, y, centre="samples", **kw),
+        "nc3_samples": lambda h, y, **kw: nc3_self_duality(wj, h, y, centre="samples", **kw),
         "nc1_std": lambda h, y, **kw: nc1_within_class_std(h, y, **kw),
         "nc1_trace": lambda h, y, **kw: nc1_trace(h, y, **kw),
         "nc2": lambda h, y, **kw: nc2_etf_distance(h, y, **kw),
@@ -472,3 +480,101 @@ def test_end_of_training_grams_rejects_bad_bias():
         end_of_training_grams(np.zeros(2), kern)
     with pytest.raises(ValueError, match="lam0"):
         end_of_training_grams(np.zeros(3), BlockKernel(1.0, 2.0, 0.1, num_classes=3, per_class=2))
+
+
+# ---------------------------------------------------------------- the centre of the class means
+
+
+def etf_with_counts(counts, seed, noise=1e-9):
+    """Features whose class means form an exact simplex ETF (rotated, plus an offset outside its
+    span), class c repeated counts[c] times (sorted), plus Gaussian noise; W = the ETF's rows."""
+    k = len(counts)
+    rng = np.random.default_rng(seed)
+    d = k + 2
+    basis, _ = np.linalg.qr(rng.normal(size=(d, d)))
+    etf = basis[:, :k] @ (np.eye(k) - np.ones((k, k)) / k)
+    labels = np.repeat(np.arange(k), counts)
+    features = 2.0 * basis[:, k][:, None] + etf[:, labels] + noise * rng.normal(size=(d, len(labels)))
+    return features, labels, etf.T
+
+
+def centred_metrics(w, h, labels, centre):
+    hj, lj = jnp.asarray(h), jnp.asarray(labels)
+    return {
+        "nc1_trace": float(nc1_trace(hj, lj, centre=centre)),
+        "nc2": float(nc2_etf_distance(hj, lj, centre=centre)),
+        "nc3": float(nc3_self_duality(jnp.asarray(w), hj, lj, centre=centre)),
+    }
+
+
+def test_exact_etf_under_imbalance_is_collapsed_only_about_the_class_means():
+    """The issue's example: class counts 20, 20, 2, 2 on an exact simplex ETF (noise 1e-9). About
+    the sample mean NC2 ≈ 0.65 and NC3 ≈ 0.44; about the mean of the class means both are ≈ 1e-9."""
+    h, labels, w = etf_with_counts([20, 20, 2, 2], seed=0)
+    by_samples = centred_metrics(w, h, labels, "samples")
+    by_means = centred_metrics(w, h, labels, "class_means")
+    assert by_samples["nc2"] > 0.1 and by_samples["nc3"] > 0.1, by_samples
+    assert by_samples["nc2"] == pytest.approx(0.6455, abs=1e-3)  # independent of the rotation and offset
+    assert by_samples["nc3"] == pytest.approx(0.4377, abs=1e-3)
+    assert by_means["nc2"] < 1e-6 and by_means["nc3"] < 1e-6, by_means
+    assert by_means["nc1_trace"] < 1e-12  # NC1: noise² / ETF scale², either centre
+    default = centred_metrics(w, h, labels, "class_means")
+    hj = jnp.asarray(h)
+    assert float(nc2_etf_distance(hj, labels)) == default["nc2"]
+    assert float(nc3_self_duality(jnp.asarray(w), hj, labels)) == default["nc3"]
+    # balanced counts: both centres see the collapse
+    h, labels, w = etf_with_counts([6, 6, 6, 6], seed=0)
+    for centre in CENTRES:
+        values = centred_metrics(w, h, labels, centre)
+        assert values["nc2"] < 1e-6 and values["nc3"] < 1e-6, (centre, values)
+
+
+@pytest.mark.parametrize("k", KS)
+@pytest.mark.parametrize("offset", [0.0, 50.0])
+def test_centres_agree_on_balanced_data(k, offset):
+    """n_k = N/K: the sample mean is the mean of the class means, so every centred metric is the
+    same number (to 1e-12) either way, and no record measured on a balanced batch changes."""
+    h, labels, w, _ = random_unsorted_data(k, seed=60 + k, balanced=True)
+    h = h + offset
+    hj, lj = jnp.asarray(h), jnp.asarray(labels)
+    np.testing.assert_allclose(
+        np.asarray(centred_class_means(hj, lj)), np.asarray(centred_class_means(hj, lj, centre="samples")), atol=1e-12
+    )
+    by_samples, by_means = centred_metrics(w, h, labels, "samples"), centred_metrics(w, h, labels, "class_means")
+    for key, value in by_samples.items():
+        assert abs(by_means[key] - value) <= 1e-12 * max(1.0, abs(value)), (key, value, by_means[key])
+    # an unbalanced batch: the centres differ, and so do the metrics
+    h, labels, w, _ = random_unsorted_data(k, seed=60 + k, balanced=False)
+    by_samples, by_means = centred_metrics(w, h, labels, "samples"), centred_metrics(w, h, labels, "class_means")
+    assert abs(by_means["nc3"] - by_samples["nc3"]) > 1e-6
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_measure_collapse_metrics_unchanged_on_balanced_batches(dtype):
+    """ntklib.measure.collapse_metrics (the record's NC columns) uses the default centre; on a
+    balanced batch it equals the sample-mean form measured before the keyword existed, to rounding
+    of the dtype."""
+    k = 4
+    h, labels, w, b = random_unsorted_data(k, seed=70, balanced=True)
+    hj, wj, bj = (jnp.asarray(a, dtype=dtype) for a in (h, w, b))
+    got = measure.collapse_metrics(wj, bj, hj, jnp.asarray(labels), num_classes=k)
+    before = {
+        "nc1_trace": nc1_trace(hj, labels, centre="samples"),
+        "nc2": nc2_etf_distance(hj, labels, centre="samples"),
+        "nc3": nc3_self_duality(wj, hj, labels, centre="samples"),
+    }
+    rtol = 1e-12 if dtype == np.float64 else 1e-5
+    for key, value in before.items():
+        np.testing.assert_allclose(float(got[key]), float(value), rtol=rtol, err_msg=key)
+
+
+def test_bad_centre_is_refused():
+    h, labels = jnp.ones((2, 4)), jnp.array([0, 0, 1, 1])
+    for call in (
+        lambda: centred_class_means(h, labels, centre="global"),
+        lambda: nc1_trace(h, labels, centre="mean"),
+        lambda: nc2_etf_distance(h, labels, centre=None),
+        lambda: nc3_self_duality(jnp.ones((2, 2)), h, labels, centre="sample"),
+    ):
+        with pytest.raises(ValueError, match="centre must be one of"):
+            call()
