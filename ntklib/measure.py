@@ -51,6 +51,7 @@ __all__ = [
     "COLUMNS",
     "column",
     "column_names",
+    "timing_columns",
     "NC_COLUMNS",
     "INVARIANT_COLUMNS",
     "extract_features",
@@ -78,6 +79,9 @@ class Column:
     meaning: str
     reference: str
     """Where the quantity is defined (the paper's section or equation, or a book chapter)."""
+    timing: bool = False
+    """True for a wall-time column, which differs between two runs of the same config (comparisons
+    of runs leave these out: :func:`timing_columns`)."""
 
 
 def _kernel_columns(prefix: str, symbol: str, kernel: str) -> tuple[Column, ...]:
@@ -142,13 +146,14 @@ RUN_COLUMNS = (
     Column("train_accuracy", "epoch-mean training accuracy (train mode)", "Appendix C"),
     Column("test_loss", "loss on the test set (eval mode)", "Appendix C"),
     Column("test_accuracy", "accuracy on the test set (eval mode)", "§6, Figure 2"),
-    Column("epoch_seconds", "wall time of the epoch", "ntklib.train"),
-    Column("metrics_seconds", "wall time of the batch's metrics", "ntklib.train"),
+    Column("epoch_seconds", "wall time of the epoch", "ntklib.train", timing=True),
+    Column("metrics_seconds", "wall time of the batch's metrics", "ntklib.train", timing=True),
     Column(
         "compile_seconds",
         "seconds of XLA compilation (or loading from the persistent cache) in this process since the previous "
         "record: the first record's include the initialisation, evaluation and NTK programs",
         "ntklib.compilation",
+        timing=True,
     ),
     Column(
         "batch_per_class",
@@ -217,6 +222,17 @@ def column(key: str) -> Column:
 def column_names(columns: tuple[Column, ...] = COLUMNS) -> tuple[str, ...]:
     """The names of ``columns``."""
     return tuple(c.name for c in columns)
+
+
+def timing_columns(columns: tuple[Column, ...] = COLUMNS) -> tuple[str, ...]:
+    """The names of the wall-time columns of ``columns`` (:attr:`Column.timing`), which two runs
+    of the same config do not share.
+
+    Example:
+        >>> timing_columns()
+        ('epoch_seconds', 'metrics_seconds', 'compile_seconds')
+    """
+    return tuple(c.name for c in columns if c.timing)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -29,6 +29,13 @@ def test_every_column_is_defined_once_with_a_meaning_and_a_reference():
         assert column.meaning and column.reference, column.name
 
 
+def test_the_timing_columns_are_the_wall_times():
+    """Exactly the columns in seconds of wall time are flagged; comparisons of runs leave them out."""
+    seconds = {c.name for c in measure.COLUMNS if c.name.endswith("_seconds")}
+    assert set(measure.timing_columns()) == seconds == {"epoch_seconds", "metrics_seconds", "compile_seconds"}
+    assert measure.timing_columns(measure.NC_COLUMNS) == ()
+
+
 def test_column_resolves_per_class_keys_and_rejects_unknown_ones():
     assert measure.column("gamma_d_class7").name == "gamma_d_class{k}"
     assert measure.column("align_ntk").name == "align_ntk"

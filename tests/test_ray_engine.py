@@ -24,10 +24,11 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from ntklib import compilation, experiment, rundir  # noqa: E402
+from ntklib.measure import timing_columns  # noqa: E402
 from ntklib.sweep import run_dir  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-TIMING = ("epoch_seconds", "metrics_seconds", "compile_seconds")
+TIMING = timing_columns()
 BASE = ["--tiny", "--no-kernel-metrics", "--no-progress", "--epochs", "24", "--eval-every", "4"]
 """The tiny digits MLP: 24 epochs, a record every 4 — a few seconds a run."""
 GRID = ["--lrs", "0.05", "0.2", "--inits", "flax", "torch"]

@@ -23,10 +23,11 @@ import jax
 import pytest
 
 from ntklib import compilation, experiment, rundir
+from ntklib.measure import timing_columns
 from ntklib.sweep import run_dir
 
 ROOT = Path(__file__).resolve().parents[1]
-TIMING = ("epoch_seconds", "metrics_seconds", "compile_seconds")
+TIMING = timing_columns()
 BASE = ["--tiny", "--no-kernel-metrics", "--no-progress", "--epochs", "24", "--eval-every", "4"]
 """The tiny digits MLP (lr 0.05, init flax): 24 epochs, a record every 4 — a few seconds."""
 

@@ -12,6 +12,7 @@ import pytest
 from ntklib import rundir
 from ntklib.config import TrainConfig
 from ntklib.data import load_dataset
+from ntklib.measure import timing_columns
 from ntklib.train import (
     compute_loss,
     create_learning_rate_schedule,
@@ -19,7 +20,7 @@ from ntklib.train import (
     train_and_evaluate,
 )
 
-TIMING = ("epoch_seconds", "metrics_seconds", "compile_seconds")
+TIMING = timing_columns()
 
 
 @pytest.fixture(scope="module")
