@@ -205,6 +205,8 @@ def test_on_epoch_gets_the_state_of_every_epoch(digits):
 
 
 def test_every_record_key_is_a_defined_column(digits):
+    """The keys of a finished run's records and of a diverged run's last record (a run of lr 1e6,
+    asserted to have diverged, so that its record's keys are really the ones checked)."""
     from ntklib import measure
 
     config = TrainConfig.tiny(epochs=1, kernel_metrics=True)
@@ -212,5 +214,8 @@ def test_every_record_key_is_a_defined_column(digits):
         for key in record:
             measure.column(key)
     diverged = train_and_evaluate(config.replace(lr=1e6, kernel_metrics=False), dataset=digits, progress=False)
-    for key in diverged.records[-1]:
+    assert diverged.status == rundir.RunStatus.DIVERGED
+    last = diverged.records[-1]
+    assert last["status"] == "diverged" and last["train_loss"] is None and last["epoch"] == 1
+    for key in last:
         measure.column(key)
