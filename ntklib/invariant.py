@@ -13,17 +13,25 @@ Invariant. Along the gradient flow of Theorem 4.1 (any constant block kernel wit
       = WᵀW − (m/λ_c) M Mᵀ − (1/λ_0) H₂H₂ᵀ + (N² κ_n / (λ_c λ_max)) h̄ h̄ᵀ      # (d, d)
 
 is constant in time.
+
+General kernels. The block structure is not needed for the conservation: for any symmetric
+positive definite (N, N) kernel K shared by all feature neurons (Assumption 3.2 (ii)) and any
+labels, E = WᵀW − H K⁻¹ Hᵀ is constant along dH/dt = −Wᵀ R K, dW/dt = −R Hᵀ
+(:func:`kernel_invariant`, :func:`kernel_flow_vector_field`). What does need the block structure
+is the step from E = 0 to collapse (Theorem 5.2).
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import jax.scipy.linalg
 import numpy as np
 from jax import Array
-from jax.typing import DTypeLike
+from jax.typing import ArrayLike, DTypeLike
 
 from ntklib.block_kernel import BlockKernel, one_hot_labels
 
@@ -242,3 +250,129 @@ def psd_invariant_state(
     evals, evecs = jnp.linalg.eigh(s)
     sqrt_s = (evecs * jnp.sqrt(jnp.clip(evals, 0.0))[None, :]) @ evecs.T
     return a @ z, sqrt_s @ a.T, jnp.zeros(kernel.num_classes, dtype)
+
+
+# ---------------------------------------------------------------- any positive definite kernel
+
+
+def _check_kernel_matrix(kernel_matrix: ArrayLike, num_samples: int) -> Array:
+    """The (N, N) kernel as an array; symmetric positive definite when concrete, else ValueError."""
+    kmat = jnp.asarray(kernel_matrix)
+    if kmat.shape != (num_samples, num_samples):
+        raise ValueError(f"kernel_matrix must be (N, N) = ({num_samples}, {num_samples}), got shape {kmat.shape}")
+    if not isinstance(kmat, jax.core.Tracer):
+        concrete = np.asarray(kmat, dtype=np.float64)
+        scale = max(float(np.abs(concrete).max()), np.finfo(np.float64).tiny)
+        if not np.allclose(concrete, concrete.T, rtol=0.0, atol=1e-12 * scale):
+            raise ValueError("kernel_matrix must be symmetric")
+        low = float(np.linalg.eigvalsh(concrete).min())
+        if not low > 0:
+            raise ValueError(f"kernel_matrix must be positive definite, got smallest eigenvalue {low:.3g}")
+    return kmat
+
+
+def _centred_kernel_parts(kmat: Array) -> tuple[Array, Array]:
+    """Q (N, N − 1), an orthonormal basis of 1_N^⊥, and Qᵀ K Q (N − 1, N − 1)."""
+    q = within_class_basis(kmat.shape[0], kmat.dtype)
+    return q, q.T @ kmat @ q
+
+
+def kernel_invariant(weights: Array, features: Array, kernel_matrix: ArrayLike, *, centred: bool = False) -> Array:
+    """E = WᵀW − H K⁻¹ Hᵀ, shape (d, d), for any symmetric positive definite kernel K (N, N).
+
+    W is (K, d), H is (d, N) in any sample order (K's order). H K⁻¹ Hᵀ = XᵀX with
+    X = L⁻¹Hᵀ and K = L Lᵀ (Cholesky), so it is positive semidefinite to rounding. For a
+    :class:`~ntklib.block_kernel.BlockKernel` matrix this is :func:`invariant`.
+
+    With ``centred`` the feature kernel is the kernel of centred features, K̃ = P K P
+    (P = I − 1 1ᵀ/N, singular), and::
+
+        E_c = WᵀW − H K̃⁺ Hᵀ,    K̃⁺ = Q (Qᵀ K Q)⁻¹ Qᵀ   (Q orthonormal basis of 1^⊥),   # (d, d)
+
+    conserved by the centred flow of :func:`kernel_flow_vector_field` while H 1 = 0. When
+    K 1 ∝ 1 (a balanced block kernel) K̃⁺ = K⁻¹ P, so E_c = E on features with H 1 = 0; otherwise
+    they differ.
+
+    Raises:
+        ValueError: naming ``kernel_matrix`` when it is not (N, N), symmetric and positive
+            definite, or ``features`` / ``weights`` when their shapes do not fit.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> kmat = jnp.array([[2.0, 0.5, 0.0], [0.5, 1.0, 0.2], [0.0, 0.2, 1.5]])
+        >>> h = jnp.array([[1.0, 0.0, -1.0]])  # d = 1, N = 3
+        >>> w = jnp.array([[0.3], [0.4]])  # K = 2
+        >>> e = kernel_invariant(w, h, kmat)
+        >>> bool(jnp.allclose(e, w.T @ w - h @ jnp.linalg.inv(kmat) @ h.T)), e.shape
+        (True, (1, 1))
+    """
+    if features.ndim != 2:
+        raise ValueError(f"features must be (d, N), got shape {features.shape}")
+    if weights.ndim != 2 or weights.shape[1] != features.shape[0]:
+        raise ValueError(f"weights must be (K, d) with d = {features.shape[0]}, got shape {weights.shape}")
+    kmat = _check_kernel_matrix(kernel_matrix, features.shape[1]).astype(features.dtype)
+    if centred:
+        q, kq = _centred_kernel_parts(kmat)
+        features, kmat = features @ q, kq
+    chol = jnp.linalg.cholesky(kmat)
+    x = jax.scipy.linalg.solve_triangular(chol, features.T, lower=True)  # (N, d)
+    return weights.T @ weights - x.T @ x
+
+
+def kernel_flow_vector_field(
+    kernel_matrix: ArrayLike, targets: ArrayLike, *, centred: bool = False, train_bias: bool = True
+) -> Callable[[Array | float, Any, object], Any]:
+    """The gradient flow of ½‖R‖²_F with one feature kernel K (N, N) shared by all neurons::
+
+        R = W H + b 1ᵀ − Y                      # (K, N); Y = targets, any labels
+        dH/dt = −Wᵀ R K,   dW/dt = −R Hᵀ,   db/dt = −R 1_N (0 if not train_bias)
+
+    (the flow of Theorem 4.1 with any symmetric positive definite K in place of K_κ). It conserves
+    E = WᵀW − H K⁻¹ Hᵀ (:func:`kernel_invariant`), whatever b does, since b enters only through R::
+
+        d(WᵀW)/dt    = ẆᵀW + WᵀẆ = −(H RᵀW + WᵀR Hᵀ),
+        d(HK⁻¹Hᵀ)/dt = Ḣ K⁻¹Hᵀ + H K⁻¹Ḣᵀ = −(WᵀR K K⁻¹ Hᵀ + H K⁻¹ K RᵀW) = −(WᵀR Hᵀ + H RᵀW).
+
+    With ``centred`` K is replaced by K̃ = P K P (P = I − 1 1ᵀ/N), the kernel of centred features,
+    as BatchNorm makes them: dH/dt = −Wᵀ R P K P. Then H 1 stays constant (K̃ 1 = 0) and, while
+    H 1 = 0 (so that H K̃⁺K̃ = H P = H), the same two lines with K̃⁺ conserve
+    E_c = WᵀW − H K̃⁺ Hᵀ (``kernel_invariant(..., centred=True)``). For a balanced block kernel
+    K̃ = K P, which is ``ntklib.dynamics.theorem41_vector_field(kernel, centred=True)``. Centring
+    with P after K, −Wᵀ R K P, conserves neither E nor E_c unless K 1 ∝ 1.
+
+    Args:
+        kernel_matrix: K (N, N), symmetric positive definite.
+        targets: Y (K, N), e.g. one-hot labels of any class sizes.
+        centred: use P K P (see above).
+        train_bias: if False the bias keeps its initial value.
+
+    Returns:
+        ``f(t, state, args)`` for diffrax (``ntklib.dynamics.integrate``), on a state (H, W, b) of
+        shapes (d, N), (K, d), (K,): a tuple or ``ntklib.dynamics.FlowState``; it returns the
+        time derivatives in the same container.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> kmat, y = jnp.array([[2.0, 0.5], [0.5, 1.0]]), jnp.eye(2)
+        >>> field = kernel_flow_vector_field(kmat, y)
+        >>> h, w, b = jnp.eye(2), jnp.zeros((2, 2)), jnp.zeros(2)
+        >>> dh, dw, db = field(0.0, (h, w, b), None)  # R = −Y: dW/dt = Y Hᵀ, db/dt = Y 1
+        >>> dw.tolist(), db.tolist()
+        ([[1.0, 0.0], [0.0, 1.0]], [1.0, 1.0])
+    """
+    y = jnp.asarray(targets)
+    if y.ndim != 2:
+        raise ValueError(f"targets must be (K, N), got shape {y.shape}")
+    kmat = _check_kernel_matrix(kernel_matrix, y.shape[1])
+    if centred:
+        kmat = kmat - kmat.mean(axis=0, keepdims=True)
+        kmat = kmat - kmat.mean(axis=1, keepdims=True)
+
+    def vector_field(t: Array | float, state: Any, args: object) -> Any:
+        h, w, b = state
+        res = w @ h + b[:, None] - y.astype(h.dtype)
+        dh = -w.T @ (res @ kmat.astype(h.dtype))
+        db = -res.sum(axis=1) if train_bias else jnp.zeros_like(b)
+        return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(state), [dh, -res @ h.T, db])
+
+    return vector_field

@@ -103,3 +103,32 @@ def naive_centred_class_means(h: np.ndarray, labels: np.ndarray, k: int, centre:
     means = naive_unsorted_class_means(h, labels, k)
     c = naive_centre(h, labels, k, centre)
     return np.stack([means[:, j] - c for j in range(k)], axis=1)
+
+
+def naive_class_block_kernel(kd, kc, kn: float, sizes) -> np.ndarray:
+    """K (N, N), N = Σ n_k, entry by entry for class-sorted samples, class k owning sizes[k]
+    consecutive samples: κ_d^(k) on the diagonal of class k, κ_c^(k) between two distinct samples
+    of class k, κ_n between classes. ``kd`` and ``kc`` are one value for every class or one per class."""
+    k = len(sizes)
+    kd = np.broadcast_to(np.asarray(kd, dtype=float), (k,))
+    kc = np.broadcast_to(np.asarray(kc, dtype=float), (k,))
+    cls = [c for c in range(k) for _ in range(sizes[c])]
+    n = len(cls)
+    out = np.empty((n, n))
+    for i in range(n):
+        for j in range(n):
+            if i == j:
+                out[i, j] = kd[cls[i]]
+            elif cls[i] == cls[j]:
+                out[i, j] = kc[cls[i]]
+            else:
+                out[i, j] = kn
+    return out
+
+
+def naive_one_hot(labels, k: int) -> np.ndarray:
+    """Y (K, N) entry by entry: Y[c, i] = 1 if labels[i] == c."""
+    y = np.zeros((k, len(labels)))
+    for i, c in enumerate(labels):
+        y[c, i] = 1.0
+    return y

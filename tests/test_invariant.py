@@ -5,9 +5,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import naive_block_kernel, naive_class_means, naive_labels, naive_projectors, random_within_basis
+from helpers import (
+    centring,
+    naive_block_kernel,
+    naive_class_block_kernel,
+    naive_class_means,
+    naive_labels,
+    naive_one_hot,
+    naive_projectors,
+    random_within_basis,
+)
+from scipy.integrate import solve_ivp
 
 from ntklib.block_kernel import BlockKernel
+from ntklib.dynamics import FlowState, integrate, theorem41_vector_field
 from ntklib.invariant import (
     InvariantTerms,
     compose_features,
@@ -17,6 +28,8 @@ from ntklib.invariant import (
     invariant_from_terms,
     invariant_metrics,
     invariant_terms,
+    kernel_flow_vector_field,
+    kernel_invariant,
     paper_scaled_invariant,
     psd_invariant_state,
     within_class_basis,
@@ -299,3 +312,206 @@ def test_psd_invariant_state_rejects_bad_excess(excess, message):
         psd_invariant_state(jax.random.key(0), kern, 4, excess)
     with pytest.raises(ValueError, match="feature_dim"):
         psd_invariant_state(jax.random.key(0), kern, 2, np.eye(3))
+
+
+# ---------------------------------------------------------------- any positive definite kernel
+
+
+def random_spd(rng, n):
+    g = rng.normal(size=(n, n))
+    return g @ g.T / n + 0.5 * np.eye(n)
+
+
+def sorted_labels(sizes):
+    return np.repeat(np.arange(len(sizes)), sizes)
+
+
+# (name, K (N, N), class sizes): a random SPD kernel, an unbalanced block kernel, a class-specialised one
+KERNELS = {
+    "random_spd": (random_spd(np.random.default_rng(0), 9), (5, 3, 1)),
+    "unbalanced_block": (naive_class_block_kernel(3.0, 1.0, 0.2, (6, 3, 2)), (6, 3, 2)),
+    "specialised_block": (naive_class_block_kernel((3.0, 2.5, 4.0), (1.0, 1.5, 0.5), 0.2, (4, 4, 3)), (4, 4, 3)),
+}
+
+
+def random_state(rng, n, k, d, centred=False):
+    h = rng.normal(size=(d, n))
+    if centred:
+        h = h @ centring(n)
+    return h, 0.5 * rng.normal(size=(k, d)), 0.1 * rng.normal(size=k)
+
+
+def naive_invariant(w, h, kmat, centred=False):
+    if centred:  # E_c = WᵀW − H (P K P)⁺ Hᵀ
+        p = centring(kmat.shape[0])
+        return w.T @ w - h @ np.linalg.pinv(p @ kmat @ p, hermitian=True) @ h.T
+    return w.T @ w - h @ np.linalg.inv(kmat) @ h.T
+
+
+@pytest.mark.parametrize("name", KERNELS)
+@pytest.mark.parametrize("centred", [False, True])
+def test_kernel_invariant_vs_dense_inverse(name, centred):
+    kmat, sizes = KERNELS[name]
+    rng = np.random.default_rng(1)
+    h, w, _ = random_state(rng, kmat.shape[0], len(sizes), 4)
+    got = np.asarray(kernel_invariant(jnp.asarray(w), jnp.asarray(h), kmat, centred=centred))
+    expected = naive_invariant(w, h, kmat, centred)
+    np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-12 * np.abs(expected).max())
+    np.testing.assert_allclose(got, got.T, atol=1e-14 * np.abs(got).max())
+
+
+@pytest.mark.parametrize("k,m", GRID)
+@pytest.mark.parametrize("kappa", KAPPAS)
+def test_kernel_invariant_is_invariant_for_block_kernels(k, m, kappa):
+    """For a balanced block kernel the dense-kernel invariant is Theorem 5.1's, and (features with
+    h̄ = 0) the centred one is too, since K 1 = λ_max 1 makes (P K P)⁺ = K⁻¹ P."""
+    kernel = BlockKernel(*kappa, num_classes=k, per_class=m)
+    rng = np.random.default_rng(k * m)
+    h, w = random_hw(rng, k, m, k + 1)
+    h, w = jnp.asarray(h), jnp.asarray(w)
+    closed = np.asarray(invariant(w, h, kernel))
+    scale = np.abs(closed).max()
+    np.testing.assert_allclose(np.asarray(kernel_invariant(w, h, kernel.matrix())), closed, atol=1e-12 * scale)
+    hc = h - h.mean(axis=1, keepdims=True)
+    np.testing.assert_allclose(
+        np.asarray(kernel_invariant(w, hc, kernel.matrix(), centred=True)),
+        np.asarray(invariant(w, hc, kernel)),
+        atol=1e-12 * scale,
+    )
+
+
+@pytest.mark.parametrize("k,m", [(2, 2), (3, 4)])
+@pytest.mark.parametrize("centred", [False, True])
+@pytest.mark.parametrize("train_bias", [False, True])
+def test_kernel_flow_is_theorem41_flow_for_block_kernels(k, m, centred, train_bias):
+    kernel = BlockKernel(3.0, 1.0, 0.2, num_classes=k, per_class=m)
+    rng = np.random.default_rng(7)
+    h, w, b = (jnp.asarray(a) for a in random_state(rng, k * m, k, 3))
+    state = FlowState(h, w, b)
+    field = kernel_flow_vector_field(kernel.matrix(), naive_labels(k, m), centred=centred, train_bias=train_bias)
+    reference = theorem41_vector_field(kernel, centred=centred, train_bias=train_bias)
+    got, expected = field(0.0, state, None), reference(0.0, state, None)
+    assert isinstance(got, FlowState)  # the container of the state comes back
+    for name, a, e in zip(FlowState._fields, got, expected, strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(e), atol=1e-13, err_msg=name)
+    plain = field(0.0, (h, w, b), None)
+    assert type(plain) is tuple and len(plain) == 3
+
+
+def relative_drift(path, e0):
+    """max over the saved times of ‖E(t) − E(0)‖_F / ‖E(0)‖_F."""
+    return max(np.linalg.norm(e - e0) for e in path) / np.linalg.norm(e0)
+
+
+def check_flow_moves(h0, w0, h, w):
+    """The flow changes WᵀW and H by O(1), so a small drift is not a state that stood still."""
+    assert np.linalg.norm(w.T @ w - w0.T @ w0) > 0.1 * np.linalg.norm(w0.T @ w0)
+    assert np.linalg.norm(h - h0) > 0.1 * np.linalg.norm(h0)
+
+
+@pytest.mark.parametrize("name", KERNELS)
+@pytest.mark.parametrize("train_bias", [True, False])
+def test_kernel_flow_conserves_invariant_diffrax(name, train_bias):
+    """Integrate the flow with diffrax (Dopri8, rtol 1e-12) in float64: E drifts by ≤ 1e-10
+    relative for a random SPD kernel, an unbalanced and a class-specialised block kernel."""
+    kmat, sizes = KERNELS[name]
+    n, k, d = kmat.shape[0], len(sizes), 5
+    rng = np.random.default_rng(3)
+    h0, w0, b0 = random_state(rng, n, k, d)
+    field = kernel_flow_vector_field(kmat, naive_one_hot(sorted_labels(sizes), k), train_bias=train_bias)
+    times = jnp.array([0.0, 0.5, 1.5, 4.0])
+    traj = integrate(field, FlowState(*(jnp.asarray(a) for a in (h0, w0, b0))), times, rtol=1e-12, atol=1e-12)
+    hs, ws = np.asarray(traj.states.features), np.asarray(traj.states.weights)
+    path = [naive_invariant(w, h, kmat) for h, w in zip(hs, ws, strict=True)]
+    e0 = naive_invariant(w0, h0, kmat)
+    assert np.linalg.norm(e0) > 1.0
+    assert relative_drift(path, e0) <= 1e-10
+    check_flow_moves(h0, w0, hs[-1], ws[-1])
+    if not train_bias:
+        np.testing.assert_array_equal(np.asarray(traj.states.bias[-1]), b0)
+
+
+def test_kernel_flow_conserves_invariant_scipy():
+    """The same conservation with an independent integrator: scipy's DOP853 on the flow written
+    out in numpy (no library code in the integration), then the library's flow to the same state."""
+    kmat, sizes = KERNELS["specialised_block"]
+    n, k, d = kmat.shape[0], len(sizes), 5
+    y = naive_one_hot(sorted_labels(sizes), k)
+    h0, w0, b0 = random_state(np.random.default_rng(4), n, k, d)
+
+    def rhs(t, flat):
+        h, w, b = flat[: d * n].reshape(d, n), flat[d * n : d * n + k * d].reshape(k, d), flat[-k:]
+        r = w @ h + b[:, None] - y
+        return np.concatenate([(-w.T @ r @ kmat).ravel(), (-r @ h.T).ravel(), -r.sum(axis=1)])
+
+    sol = solve_ivp(rhs, (0.0, 4.0), np.concatenate([h0.ravel(), w0.ravel(), b0]), "DOP853", rtol=1e-13, atol=1e-13)
+    assert sol.success
+    h, w = sol.y[: d * n, -1].reshape(d, n), sol.y[d * n : d * n + k * d, -1].reshape(k, d)
+    e0 = naive_invariant(w0, h0, kmat)
+    assert relative_drift([naive_invariant(w, h, kmat)], e0) <= 1e-10
+    check_flow_moves(h0, w0, h, w)
+    # the library's flow ends at the same state
+    field = kernel_flow_vector_field(kmat, y)
+    traj = integrate(field, tuple(jnp.asarray(a) for a in (h0, w0, b0)), jnp.array([0.0, 4.0]), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(traj.states[0][-1]), h, atol=1e-8)
+    np.testing.assert_allclose(np.asarray(traj.states[1][-1]), w, atol=1e-8)
+
+
+@pytest.mark.parametrize("name", ["unbalanced_block", "specialised_block"])
+def test_centred_kernel_flow_conserves_centred_invariant(name):
+    """Centred flow dH/dt = −Wᵀ R P K P from H 1 = 0: h̄ stays 0 and E_c = WᵀW − H (PKP)⁺ Hᵀ
+    drifts ≤ 1e-10. Here K 1 is not ∝ 1 (unequal class sizes or values), and then E (with K⁻¹)
+    is not conserved, nor is either by the flow centred after the kernel, −Wᵀ R K P."""
+    kmat, sizes = KERNELS[name]
+    n, k, d = kmat.shape[0], len(sizes), 5
+    y = naive_one_hot(sorted_labels(sizes), k)
+    assert np.ptp(kmat.sum(axis=1)) > 0.1  # 1 is not an eigenvector of K
+    h0, w0, b0 = random_state(np.random.default_rng(5), n, k, d, centred=True)
+    start = FlowState(*(jnp.asarray(a) for a in (h0, w0, b0)))
+    times = jnp.array([0.0, 1.0, 4.0])
+    traj = integrate(kernel_flow_vector_field(kmat, y, centred=True), start, times, rtol=1e-12, atol=1e-12)
+    hs, ws = np.asarray(traj.states.features), np.asarray(traj.states.weights)
+    assert np.abs(hs.mean(axis=2)).max() < 1e-12
+    ec0 = naive_invariant(w0, h0, kmat, centred=True)
+    path = [naive_invariant(w, h, kmat, centred=True) for h, w in zip(hs, ws, strict=True)]
+    assert relative_drift(path, ec0) <= 1e-10
+    np.testing.assert_allclose(
+        np.asarray(kernel_invariant(traj.states.weights[-1], traj.states.features[-1], kmat, centred=True)),
+        naive_invariant(ws[-1], hs[-1], kmat, centred=True),
+        atol=1e-10,
+    )
+    check_flow_moves(h0, w0, hs[-1], ws[-1])
+    e0 = naive_invariant(w0, h0, kmat)
+    assert relative_drift([naive_invariant(ws[-1], hs[-1], kmat)], e0) > 1e-4
+    p = centring(n)
+
+    def after_kernel(t, state, args):  # −Wᵀ R K P: centring applied after the kernel
+        h, w, b = state
+        r = w @ h + b[:, None] - y
+        return FlowState(-w.T @ r @ kmat @ p, -r @ h.T, -r.sum(axis=1))
+
+    other = integrate(after_kernel, start, times, rtol=1e-12, atol=1e-12)
+    h, w = np.asarray(other.states.features[-1]), np.asarray(other.states.weights[-1])
+    assert relative_drift([naive_invariant(w, h, kmat)], e0) > 1e-4
+    assert relative_drift([naive_invariant(w, h, kmat, centred=True)], ec0) > 1e-4
+
+
+def test_kernel_invariant_and_flow_reject_bad_input():
+    w, h = jnp.ones((2, 3)), jnp.ones((3, 4))
+    good = np.eye(4)
+    bad_kernels = {
+        "must be \\(N, N\\)": np.eye(3),
+        "must be symmetric": good + np.triu(np.ones((4, 4)), 1),
+        "must be positive definite": np.diag([1.0, 1.0, 0.0, 1.0]),
+    }
+    for message, kmat in bad_kernels.items():
+        with pytest.raises(ValueError, match="kernel_matrix " + message):
+            kernel_invariant(w, h, kmat)
+        with pytest.raises(ValueError, match="kernel_matrix " + message):
+            kernel_flow_vector_field(kmat, np.ones((2, 4)))
+    with pytest.raises(ValueError, match="features"):
+        kernel_invariant(w, jnp.ones(4), good)
+    with pytest.raises(ValueError, match="weights"):
+        kernel_invariant(jnp.ones((2, 2)), h, good)
+    with pytest.raises(ValueError, match="targets"):
+        kernel_flow_vector_field(good, np.ones(4))
