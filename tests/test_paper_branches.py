@@ -2,8 +2,9 @@
 
 Each chapter runs with ``NTK_BOOK_SCALE=paper`` and ``NTK_BOOK_SMOKE=1``: the paper branch's code
 path (its dataset loader, model variant and branches) with the few sizes the chapter declares as its
-smoke overrides (``ntklib.scale.book_config``). Chapter 7 runs twice: its default paper path, which
-draws the committed GPU sweep, and the explicit sweep path (``NTK_BOOK_RUN_SWEEP=1``).
+smoke overrides (``ntklib.book.setup``, whose one marker line the test reads). Chapter 7 runs twice:
+its default paper path, which draws the committed GPU sweep, and the explicit sweep path
+(``NTK_BOOK_RUN_SWEEP=1``).
 
 The notebooks are executed in memory with nbclient, from ``book/`` as the book build runs them, and
 nothing is written back. Chapters that read MNIST, FashionMNIST or CIFAR-10 through
@@ -84,7 +85,9 @@ def test_paper_branch_executes_at_smoke_size(tmp_path, monkeypatch, chapter, moc
     nb = execute_in_memory(BOOK / f"{chapter}.ipynb", mock_tfds=mock_tfds)
 
     text = stdout_of(nb)
-    assert "paper (smoke size)" in text, "the paper branch did not run at its smoke size"
+    markers = [line for line in text.splitlines() if line.startswith("scale=")]  # book.setup's line
+    assert len(markers) == 1, f"{chapter} printed {len(markers)} marker lines: {markers}"
+    assert markers[0].startswith("scale=paper (smoke size), seed="), "the paper branch did not run at its smoke size"
     headings = [line for c in nb.cells if c.cell_type == "markdown" for line in c.source.splitlines()]
     assert "## Checks" in headings, f"{chapter} has no ## Checks section"
     assert book_files() == before, "the chapter wrote into book/"
