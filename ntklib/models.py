@@ -8,7 +8,7 @@ last-layer features ``h(θ, x)`` of shape (B, d), followed by a dense layer name
     {
         "params": {"features": {...}, "classifier": {"kernel": (d, K), "bias": (K,)}},
         "batch_stats": {"features": {...}},
-    }  # only when the extractor has BatchNorm
+    }  # every extractor here has BatchNorm
 
 Two names say how a model was built, and a run's ``config.json`` records both:
 
@@ -292,8 +292,9 @@ class DenseNet(nn.Module):
 
 
 class MLP(nn.Module):
-    """A small fully-connected extractor (Dense-BN-ReLU per hidden layer) for tests and the CPU
-    book; not a model of the paper, so both variants build it alike. d = widths[-1]."""
+    """A small fully-connected extractor (Dense-BN-ReLU per hidden layer, no bias in front of the
+    BatchNorm) for tests and the CPU book; not a model of the paper, so both variants build it
+    alike, with BatchNorm momentum 0.9 unless ``bn_momentum`` says otherwise. d = widths[-1]."""
 
     widths: Sequence[int] = (64, 32)
     init_scheme: str = "flax"
@@ -333,13 +334,13 @@ _VARIANT_LAYERS = {
         "vgg": {"biases": True, "bn_momentum": 0.9},
         "resnet": {"shortcut_bn": False, "bn_momentum": 0.99},
         "densenet": {"bn_momentum": 0.99},
-        "mlp": {},
+        "mlp": {"bn_momentum": 0.9},
     },
     "standard": {
         "vgg": {"biases": False, "bn_momentum": 0.9},
         "resnet": {"shortcut_bn": True, "bn_momentum": 0.9},
         "densenet": {"bn_momentum": 0.9},
-        "mlp": {},
+        "mlp": {"bn_momentum": 0.9},
     },
 }
 VARIANTS = tuple(_VARIANT_LAYERS)
@@ -354,7 +355,7 @@ VARIANTS = tuple(_VARIANT_LAYERS)
   BatchNorm has momentum 0.9 (PyTorch's 0.1 in its convention).
 
 Both variants have the same convolution and dense widths, pooling and feature dimension d. The
-MLP is not a network of the paper and is the same in both.
+MLP is not a network of the paper and is the same in both (BatchNorm momentum 0.9).
 """
 
 
@@ -369,10 +370,10 @@ def build_model(
         init: one of :data:`INITS`; applies to every convolution and dense layer, classifier included.
         variant: one of :data:`VARIANTS`, the layout of the layers.
         bn_momentum: momentum of every BatchNorm's running averages, in place of the variant's
-            (None: the variant's, 0.99 for the released ResNet20 and DenseNet40). The running
-            averages are what evaluation uses; after s steps a fraction ``bn_momentum**s`` of them
-            is still the initial (0, 1), so a short run needs a smaller momentum. Ignored by the
-            MLP, which has no BatchNorm.
+            (None: the variant's, 0.99 for the released ResNet20 and DenseNet40, 0.9 for VGG and
+            the MLP). The running averages are what evaluation uses; after s steps a fraction
+            ``bn_momentum**s`` of them is still the initial (0, 1), so a short run needs a smaller
+            momentum. Every architecture has BatchNorm, the MLP included, and every one takes it.
 
     Raises:
         ValueError: naming ``arch``, ``init``, ``variant`` or ``bn_momentum``.
@@ -392,8 +393,7 @@ def build_model(
     if bn_momentum is not None:
         if not 0 <= bn_momentum < 1:
             raise ValueError(f"bn_momentum must be in [0, 1), got {bn_momentum!r}")
-        if "bn_momentum" in layers:
-            layers["bn_momentum"] = bn_momentum
+        layers["bn_momentum"] = bn_momentum
     return Classifier(
         features=make_features(init_scheme=init, **layers),
         num_classes=num_classes,

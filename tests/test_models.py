@@ -152,6 +152,7 @@ SMALL = {  # the built models at reduced depth/width, so a real forward pass com
     "resnet20": (dict(blocks_per_stage=1, widths=(4, 8, 16)), 16),
     "densenet40": (dict(layers_per_block=2, growth=4), 16),  # 8 → 16 → 8 → 16 → 8 → 16
     "vgg11": (dict(stages=((8,), (16, 16)), fc=(16, 8)), 8),
+    "mlp": (dict(widths=(8, 8, 8, 4)), 4),  # four BatchNorms
 }
 
 
@@ -163,7 +164,7 @@ def small_model(arch: str, init: str = "flax", variant: str = "released", num_cl
 
 
 # BatchNorm momentum of each variant: Flax's default 0.99 in the released ResNet20 and DenseNet40,
-# 0.9 in the released VGG and everywhere in the standard variant.
+# 0.9 in the released VGG, in the MLP and everywhere in the standard variant.
 MOMENTUM = {
     ("resnet20", "released"): 0.99,
     ("densenet40", "released"): 0.99,
@@ -171,6 +172,8 @@ MOMENTUM = {
     ("resnet20", "standard"): 0.9,
     ("densenet40", "standard"): 0.9,
     ("vgg11", "standard"): 0.9,
+    ("mlp", "released"): 0.9,
+    ("mlp", "standard"): 0.9,
 }
 
 
@@ -328,17 +331,20 @@ def test_unknown_arch_init_and_variant():
     assert set(ARCHS) >= {"vgg11", "vgg16", "resnet20", "densenet40"}
 
 
-@pytest.mark.parametrize("arch", ["resnet20", "densenet40", "vgg11"])
+@pytest.mark.parametrize("arch", ["resnet20", "densenet40", "vgg11", "mlp"])
 def test_bn_momentum_overrides_the_variants(arch):
     assert build_model(arch, 3, "flax").features.bn_momentum == MOMENTUM[arch, "released"]
     for variant in VARIANTS:
         assert build_model(arch, 3, "flax", variant, bn_momentum=0.5).features.bn_momentum == 0.5
 
 
-def test_bn_momentum_is_checked_and_ignored_without_batchnorm():
+def test_bn_momentum_is_checked_and_reaches_the_mlp():
+    """The MLP has BatchNorm too (momentum 0.9 by default, as the committed MLP runs were trained),
+    and a bn_momentum override reaches it."""
     from ntklib.config import ConfigError, TrainConfig
 
-    assert build_model("mlp", 3, bn_momentum=0.5).features == build_model("mlp", 3).features
+    assert build_model("mlp", 3).features == build_model("mlp", 3, bn_momentum=0.9).features
+    assert build_model("mlp", 3, bn_momentum=0.5).features != build_model("mlp", 3).features
     for bad in (1.0, -0.1):
         with pytest.raises(ValueError, match="bn_momentum"):
             build_model("resnet20", 3, bn_momentum=bad)
