@@ -353,9 +353,9 @@ def train_and_evaluate(
     checkpoint of the same config.
 
     Nothing is written before the directory is verified (:meth:`ntklib.rundir.RunDir.verify`),
-    the dataset loaded and the batch arithmetic checked (:func:`check_fit`). The run then holds the
-    directory's lock; an exception while training writes status ``failed`` with its reason and is
-    raised again.
+    the dataset loaded and the batch arithmetic checked (:func:`ntklib.config.check_fit`). The run
+    then holds the directory's lock; an exception while training writes status ``failed`` with its
+    reason and is raised again.
 
     Args:
         config: the run.
