@@ -1,14 +1,26 @@
 """Tests of ntklib.block_kernel against naive dense references (numpy.linalg.eigh / inv, loops)."""
 
+import dataclasses
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import naive_block_kernel, naive_class_indicator, naive_labels, naive_projectors
+import scipy.linalg
+from helpers import (
+    naive_block_kernel,
+    naive_class_block_kernel,
+    naive_class_indicator,
+    naive_labels,
+    naive_one_hot,
+    naive_projectors,
+)
 
 from ntklib.block_kernel import (
     BlockEigenvalues,
     BlockKernel,
     BlockProjectors,
+    ClassBlockKernel,
+    ClassBlockSpectrum,
     block_projectors,
     class_average,
     class_indicator,
@@ -259,3 +271,192 @@ def test_one_hot_labels_vs_loop(k, m):
     assert y.shape == (k, k * m)
     np.testing.assert_array_equal(y, naive_labels(k, m))
     assert one_hot_labels(k, m, jnp.float32).dtype == jnp.float32
+
+
+# ---------------------------------------------------------------- unequal classes, specialised blocks
+
+SIZES = [(3, 1), (5, 3, 1), (7, 2), (20, 20, 2, 2), (4, 4, 2, 2, 1), (6, 5, 4, 3, 2), (3, 3, 3)]
+# (κ_d, κ_c, κ_n), one value per block; positive definite for every size vector above
+CLASS_KAPPAS = [(3.0, 1.0, 0.2), (2.0, 0.5, -0.01), (2.0, 0.8, 0.0)]
+
+
+def specialised(sizes, seed):
+    """Per-class κ_d^(k), κ_c^(k) drawn at random (positive definite: κ_c^(k) ∈ (0.2, 1),
+    κ_d^(k) − κ_c^(k) ∈ (1, 2), κ_n = 0.1)."""
+    rng = np.random.default_rng(seed)
+    kc = rng.uniform(0.2, 1.0, size=len(sizes))
+    return tuple(kc + rng.uniform(1.0, 2.0, size=len(sizes))), tuple(kc), 0.1
+
+
+def kernel_cases():
+    for sizes in SIZES:
+        for kappa in CLASS_KAPPAS:
+            yield sizes, kappa
+        yield sizes, specialised(sizes, seed=len(sizes) + sum(sizes))
+
+
+CASES = list(kernel_cases())
+
+
+@pytest.mark.parametrize("sizes,kappa", CASES)
+def test_class_block_matrix_matches_definition(sizes, kappa):
+    kern = ClassBlockKernel(*kappa, class_sizes=sizes)
+    assert kern.num_classes == len(sizes) and kern.num_samples == sum(sizes)
+    np.testing.assert_allclose(np.asarray(kern.matrix()), naive_class_block_kernel(*kappa, sizes), rtol=0, atol=1e-15)
+    np.testing.assert_array_equal(np.asarray(kern.one_hot()), naive_one_hot(kern.labels(), len(sizes)))
+    assert kern.matrix(jnp.float32).dtype == jnp.float32
+
+
+@pytest.mark.parametrize("sizes,kappa", CASES)
+def test_class_block_eigenvalues_vs_eigh(sizes, kappa):
+    """Every eigenvalue, with its multiplicity, against numpy.linalg.eigvalsh of the dense matrix;
+    the class-level ones also against eigvalsh of the reduced K×K matrix."""
+    kern = ClassBlockKernel(*kappa, class_sizes=sizes)
+    dense = naive_class_block_kernel(*kappa, sizes)
+    scale = np.abs(np.linalg.eigvalsh(dense)).max()
+    np.testing.assert_allclose(kern.all_eigenvalues(), np.linalg.eigvalsh(dense), rtol=0, atol=1e-12 * scale)
+    spectrum = kern.eigenvalues()
+    assert isinstance(spectrum, ClassBlockSpectrum)
+    np.testing.assert_array_equal(spectrum.within_multiplicity, np.asarray(sizes) - 1)
+    np.testing.assert_allclose(spectrum.within, np.asarray(kappa[0]) - np.asarray(kappa[1]) + np.zeros(len(sizes)))
+    np.testing.assert_allclose(
+        spectrum.class_level, np.linalg.eigvalsh(kern.reduced_matrix()), rtol=0, atol=1e-12 * scale
+    )
+    assert np.all(np.diff(spectrum.class_level) >= 0)
+
+
+@pytest.mark.parametrize("sizes,kappa", CASES)
+def test_class_block_reduced_matrix_and_eigenvectors(sizes, kappa):
+    """Lᵀ K L is the reduced matrix; the class-level eigenvectors are orthonormal, constant on
+    every class, orthogonal to the within-class space, and K v = μ v."""
+    kern = ClassBlockKernel(*kappa, class_sizes=sizes)
+    dense = naive_class_block_kernel(*kappa, sizes)
+    basis = np.asarray(kern.class_basis())
+    np.testing.assert_allclose(basis.T @ basis, np.eye(len(sizes)), atol=1e-14)
+    np.testing.assert_allclose(basis.T @ dense @ basis, kern.reduced_matrix(), atol=1e-12)
+    vectors = np.asarray(kern.class_eigenvectors())
+    np.testing.assert_allclose(vectors.T @ vectors, np.eye(len(sizes)), atol=1e-13)
+    np.testing.assert_allclose(dense @ vectors, vectors * kern.eigenvalues().class_level[None, :], atol=1e-11)
+    labels = kern.labels()
+    for c in range(len(sizes)):
+        block = vectors[labels == c]
+        np.testing.assert_allclose(block, np.broadcast_to(block[:1], block.shape), atol=1e-14)
+    within = np.asarray(kern.within_projector())
+    np.testing.assert_allclose(within @ vectors, 0.0, atol=1e-13)
+    np.testing.assert_allclose(within @ within, within, atol=1e-13)
+    assert round(np.trace(within)) == sum(sizes) - len(sizes)
+
+
+@pytest.mark.parametrize("k,m", GRID)
+@pytest.mark.parametrize("kappa", KAPPAS)
+def test_class_block_equal_sizes_is_table1(k, m, kappa):
+    """n_k = m and one value per block: the within eigenvalue λ_0 (K(m − 1) times), λ_c (K − 1
+    times) and λ_max, exactly BlockKernel.eigenvalues(); the same matrix; the top eigenvector is 1_N/√N
+    (λ_max > λ_c here when κ_n > 0, the bottom one when κ_n < 0)."""
+    block = BlockKernel(*kappa, num_classes=k, per_class=m)
+    kern = ClassBlockKernel.from_block_kernel(block)
+    assert kern == ClassBlockKernel(*kappa, class_sizes=[m] * k)
+    np.testing.assert_allclose(np.asarray(kern.matrix()), np.asarray(block.matrix()), atol=0)
+    lam0, lamc, lammax = block.eigenvalues()
+    spectrum = kern.eigenvalues()
+    np.testing.assert_allclose(spectrum.within, lam0, rtol=1e-14)
+    assert int(spectrum.within_multiplicity.sum()) == k * (m - 1)
+    np.testing.assert_allclose(np.sort(spectrum.class_level), np.sort([lamc] * (k - 1) + [lammax]), rtol=1e-13)
+    np.testing.assert_allclose(kern.class_values(), lamc, rtol=1e-14)
+    top = int(np.argmin(np.abs(spectrum.class_level - lammax)))
+    v = np.asarray(kern.class_eigenvectors())[:, top]
+    np.testing.assert_allclose(np.abs(v), 1 / np.sqrt(k * m), atol=1e-13)
+    np.testing.assert_allclose(np.asarray(kern.inverse()), np.asarray(block.inverse()), atol=1e-12)
+
+
+@pytest.mark.parametrize("kappa", [(3.0, 1.0, 0.2), (2.0, 0.5, 0.05), (2.0, 0.8, 0.0), (2.0, 0.5, -0.01)])
+@pytest.mark.parametrize("groups", [((3, 20), (2, 2)), ((1, 9), (4, 3)), ((2, 5), (2, 12))])
+def test_class_block_two_sizes_closed_form(kappa, groups):
+    """K_a classes of n_a and K_b of n_b samples: Table 1's λ_c splits into λ_a = λ_0 + n_a(κ_c − κ_n)
+    (K_a − 1 times), λ_b (K_b − 1 times) and μ_−, λ_max becomes μ_+, with
+    μ_± = (a_1 + a_2)/2 ± ½√((a_1 − a_2)² + 4κ_n² T_a T_b), a_j = λ_j + κ_n T_j, T_j = K_j n_j;
+    checked against eigvalsh of the dense matrix. For κ_n > 0 they interlace, λ_low < μ_− < λ_high < μ_+;
+    the eigenvectors of μ_± are ∝ 1/(μ − λ_j) on group j, not ∝ 1_N."""
+    kd, kc, kn = kappa
+    (ka, na), (kb, nb) = groups
+    sizes = (na,) * ka + (nb,) * kb
+    lam0 = kd - kc
+    lam = np.array([lam0 + na * (kc - kn), lam0 + nb * (kc - kn)])
+    weights = np.array([ka * na, kb * nb], dtype=float)
+    a = lam + kn * weights
+    half = 0.5 * np.sqrt((a[0] - a[1]) ** 2 + 4 * kn**2 * weights[0] * weights[1])
+    mu = np.array([a.mean() - half, a.mean() + half])
+    expected = np.sort(
+        np.concatenate([[lam0] * (sum(sizes) - len(sizes)), [lam[0]] * (ka - 1), [lam[1]] * (kb - 1), mu])
+    )
+    dense = naive_class_block_kernel(kd, kc, kn, sizes)
+    evals, evecs = np.linalg.eigh(dense)
+    np.testing.assert_allclose(evals, expected, rtol=0, atol=1e-12 * np.abs(evals).max())
+    kern = ClassBlockKernel(kd, kc, kn, class_sizes=sizes)
+    np.testing.assert_allclose(kern.all_eigenvalues(), expected, rtol=0, atol=1e-12 * np.abs(evals).max())
+    if kn > 0:
+        low, high = np.sort(lam)
+        assert low < mu[0] < high < mu[1]
+    group = np.repeat([0] * ka + [1] * kb, sizes)
+    for value in mu:
+        v = evecs[:, int(np.argmin(np.abs(evals - value)))]
+        if kn == 0 or min(np.abs(value - lam)) < 1e-9:
+            continue  # at κ_n = 0 the eigenspaces of μ_± and λ_j merge
+        pattern = 1.0 / (value - lam[group])
+        np.testing.assert_allclose(np.abs(v), np.abs(pattern) / np.linalg.norm(pattern), atol=1e-10)
+        assert np.ptp(np.abs(v)) > 1e-3  # not the constant vector 1_N/√N
+
+
+@pytest.mark.parametrize("sizes,kappa", CASES)
+def test_class_block_functions_inverse_apply(sizes, kappa):
+    kern = ClassBlockKernel(*kappa, class_sizes=sizes)
+    dense = naive_class_block_kernel(*kappa, sizes)
+    np.testing.assert_allclose(np.asarray(kern.inverse()), np.linalg.inv(dense), rtol=1e-10, atol=1e-12)
+    t = 0.7
+    np.testing.assert_allclose(
+        np.asarray(kern.matrix_function(lambda x: np.exp(-t * x))), scipy.linalg.expm(-t * dense), atol=1e-12
+    )
+    np.testing.assert_allclose(np.asarray(kern.matrix_function(lambda x: x)), dense, atol=1e-12)
+    x = np.random.default_rng(len(sizes)).normal(size=(2, 3, sum(sizes)))
+    np.testing.assert_allclose(np.asarray(kern.apply(jnp.asarray(x))), x @ dense, atol=1e-12)
+    assert kern.is_positive_definite()
+
+
+def test_class_block_not_positive_definite():
+    kern = ClassBlockKernel((3.0, 1.0), (1.0, 1.5), 0.2, class_sizes=(3, 2))  # λ_0 of class 1 = −0.5
+    assert not kern.is_positive_definite()
+    with pytest.raises(ValueError, match="within-class λ_0 of class 1"):
+        kern.check_positive_definite()
+    with pytest.raises(ValueError, match="within-class"):
+        kern.inverse()
+    single = ClassBlockKernel((3.0, 1.0), (1.0, 1.5), 0.2, class_sizes=(3, 1))  # class 1 has no within part
+    assert single.is_positive_definite() == bool(np.linalg.eigvalsh(np.asarray(single.matrix())).min() > 0)
+    negative = ClassBlockKernel(2.0, 1.0, -2.0, class_sizes=(4, 4, 1))  # λ_0 = 1 > 0, A not ≻ 0
+    assert not negative.is_positive_definite()
+    assert np.linalg.eigvalsh(np.asarray(negative.matrix())).min() < 0
+    with pytest.raises(ValueError, match="class-level eigenvalue"):
+        negative.check_positive_definite()
+
+
+@pytest.mark.parametrize(
+    "kwargs,name",
+    [
+        (dict(class_sizes=(3,)), "class_sizes"),
+        (dict(class_sizes=(3, 0)), "class_sizes"),
+        (dict(class_sizes=(3, 2.5)), "class_sizes"),
+        (dict(class_sizes=(3, 2), diag=(1.0, 2.0, 3.0)), "diag"),
+        (dict(class_sizes=(3, 2), same_class=((1.0, 2.0),)), "same_class"),
+    ],
+)
+def test_class_block_bad_input(kwargs, name):
+    args = dict(diag=3.0, same_class=1.0, other_class=0.2) | kwargs
+    with pytest.raises(ValueError, match=name):
+        ClassBlockKernel(**args)
+
+
+def test_class_block_kernel_is_frozen_and_hashable():
+    kern = ClassBlockKernel(3.0, (1.0, 0.5), 0.2, class_sizes=[3, 2])
+    assert kern.diag == (3.0, 3.0) and kern.same_class == (1.0, 0.5) and kern.class_sizes == (3, 2)
+    assert hash(kern) == hash(ClassBlockKernel((3.0, 3.0), (1.0, 0.5), 0.2, class_sizes=(3, 2)))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        kern.other_class = 0.0
