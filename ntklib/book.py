@@ -283,7 +283,7 @@ def setup(
     if x64:
         import jax
 
-        jax.config.update("jax_enable_x64", True)
+        jax.config.update("jax_enable_x64", True)  # type: ignore[no-untyped-call]
     import numpy as np
 
     use_book_style()
