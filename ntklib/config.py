@@ -1,7 +1,7 @@
 """The configuration of one training run: :class:`TrainConfig`, its fields and their checks.
 
 Every field is declared once, with :func:`option`: its default, its description, its group and its
-check, so the validation (:meth:`TrainConfig.__post_init__`), the command line
+check, so the validation (``TrainConfig.__post_init__``), the command line
 (:mod:`ntklib.experiment`, one flag per field, one argument group per field group) and the
 documentation read them from one place. The groups (:data:`GROUPS`):
 
@@ -52,11 +52,12 @@ class ConfigError(ValueError):
 
 
 # ---------------------------------------------------------------------------------------------
-# Checks: ``check(name, value)`` raises a ConfigError naming the field, or returns None
+# Checks. check(name, value) raises a ConfigError naming the field, or returns None
 # ---------------------------------------------------------------------------------------------
 
 Check = Callable[[str, Any], None]
-"""``check(name, value)``: raises a :class:`ConfigError` naming field ``name`` when ``value`` is invalid."""
+"""The type of a field's check, ``check(name, value)``, which raises a :class:`ConfigError` naming
+field ``name`` when ``value`` is invalid."""
 
 
 def _is_int(value: Any) -> bool:
@@ -159,9 +160,9 @@ class NTKSettings(NamedTuple):
     """How the NTK of a record is computed (:attr:`TrainConfig.ntk_settings`)."""
 
     per_class: int | None
-    """Samples per class of the last batch the NTK uses (None: the whole batch)."""
+    """Samples per class of the last batch the NTK uses, or None for the whole batch."""
     chunk_size: int | None
-    """Feature neurons per Jacobian chunk (None: all d at once)."""
+    """Feature neurons per Jacobian chunk, or None for all d at once."""
 
 
 # ---------------------------------------------------------------------------------------------

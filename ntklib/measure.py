@@ -80,8 +80,8 @@ class Column:
     reference: str
     """Where the quantity is defined (the paper's section or equation, or a book chapter)."""
     timing: bool = False
-    """True for a wall-time column, which differs between two runs of the same config (comparisons
-    of runs leave these out: :func:`timing_columns`)."""
+    """True for a wall-time column, which differs between two runs of the same config; comparisons
+    of runs leave these out (:func:`timing_columns`)."""
 
 
 def _kernel_columns(prefix: str, symbol: str, kernel: str) -> tuple[Column, ...]:
@@ -256,13 +256,13 @@ def collapse_metrics(
     vmapped along a trajectory: ``jax.vmap(lambda h, w, b: collapse_metrics(w, b, h, labels,
     num_classes=K))(H, W, B)`` gives one (T,) array per column.
     """
-    k = {"num_classes": num_classes}
+    k = num_classes
     return {
-        "nc1": collapse.nc1_within_class_std(features, labels, **k),
-        "nc1_trace": collapse.nc1_trace(features, labels, **k),
-        "nc2": collapse.nc2_etf_distance(features, labels, **k),
-        "nc3": collapse.nc3_self_duality(weights, features, labels, **k),
-        "nc4": collapse.nc4_ncc_mismatch(weights, bias, features, labels, **k),
+        "nc1": collapse.nc1_within_class_std(features, labels, num_classes=k),
+        "nc1_trace": collapse.nc1_trace(features, labels, num_classes=k),
+        "nc2": collapse.nc2_etf_distance(features, labels, num_classes=k),
+        "nc3": collapse.nc3_self_duality(weights, features, labels, num_classes=k),
+        "nc4": collapse.nc4_ncc_mismatch(weights, bias, features, labels, num_classes=k),
     }
 
 
@@ -299,7 +299,7 @@ class KernelStatistics:
     align_feat_virtual: float
     """The same for Σ_j Θʰ_jj."""
     virtual_per_class: int
-    """k of the virtual batch: half the measured batch's samples per class."""
+    """The k of the virtual batch, half the measured batch's samples per class."""
     block_fit_ntk: float
     block_fit_feat: float
     diag_norm_ntk: float

@@ -48,7 +48,7 @@ __all__ = [
 ]
 
 FIT_ACCURACY = 0.99
-"""§6: a run fits the training set when its final training accuracy is at least this."""
+"""A run fits the training set (§6) when its final training accuracy is at least this."""
 
 
 def fitting(final, threshold: float = FIT_ACCURACY):

@@ -55,8 +55,15 @@ CHECKPOINT_FORMAT = "ntklib-checkpoint-1"
 class RunStatus(str, enum.Enum):
     """The status of a run in ``status.json``. A ``str`` enum: every member equals (and hashes as)
     the plain string written in the file, ``RunStatus.FINISHED == "finished"``, and ``str()`` or an
-    f-string gives that string. :attr:`DONE` (after the class) holds the statuses of a run that ended
-    as it should."""
+    f-string gives that string. ``RunStatus.DONE`` holds the statuses of a run that ended as it
+    should, finished or diverged.
+
+    Example:
+        >>> RunStatus("finished") is RunStatus.FINISHED, RunStatus.FINISHED == "finished"
+        (True, True)
+        >>> f"{RunStatus.DIVERGED}", "diverged" in RunStatus.DONE, RunStatus.RUNNING in RunStatus.DONE
+        ('diverged', True, False)
+    """
 
     DONE: ClassVar[frozenset[RunStatus]]
 
@@ -77,7 +84,7 @@ class RunStatus(str, enum.Enum):
 
 
 RunStatus.DONE = frozenset({RunStatus.FINISHED, RunStatus.DIVERGED})
-"""The statuses of a run that ended as it should: finished, or diverged (a divergence is a result,
+"""The statuses of a run that ended as it should, finished or diverged (a divergence is a result,
 not a fault). A run with one of them is skipped when asked again."""
 
 
