@@ -48,8 +48,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 from jax.typing import ArrayLike, DTypeLike
+from numpy.typing import NDArray
 
-from ntklib.block_kernel import BlockKernel
+from ntklib.block_kernel import BlockKernel, ClassBlockKernel
 
 Centre = Literal["class_means", "samples"]
 """Which centre the class means are measured about, ``"class_means"`` or ``"samples"`` (module docstring)."""
@@ -283,7 +284,7 @@ def _symmetric_sqrt(matrix: Array) -> Array:
     return (evecs * jnp.sqrt(jnp.where(evals > floor, evals, 0.0))[None, :]) @ evecs.T
 
 
-def end_of_training_grams(bias: ArrayLike, kernel: BlockKernel) -> EndOfTrainingGrams:
+def end_of_training_grams(bias: ArrayLike, kernel: BlockKernel | ClassBlockKernel) -> EndOfTrainingGrams:
     """The class-mean and classifier Gram matrices at the end of training for any biases (App. B.4).
 
     With H₂ = 0, E = 0 and zero loss, B := W M = I_K − b 1ᵀ and
@@ -299,6 +300,15 @@ def end_of_training_grams(bias: ArrayLike, kernel: BlockKernel) -> EndOfTraining
     Theorem 5.2). For equal biases the angles are :func:`equal_bias_cosines`. The geometry depends
     on the kernel only through a (a scale) and α.
 
+    Unequal classes (a :class:`~ntklib.block_kernel.ClassBlockKernel`, sizes n_k, per-class
+    blocks): the same two relations hold with H K⁻¹ Hᵀ = M C Mᵀ for H = M Y, where
+    C = Y K⁻¹ Yᵀ = S A⁻¹ S (K, K), S = diag(√n_k) and A the kernel's reduced matrix, so::
+
+        G = C^{-1/2} (C^{1/2} BᵀB C^{1/2})^{1/2} C^{-1/2},        W Wᵀ = B G⁺ Bᵀ
+
+    (:func:`end_of_training_weight`); for equal sizes C = (m/λ_c)(I − α J) and this is the
+    formula above.
+
     Args:
         bias: b (K,), any real values.
         kernel: the positive definite feature kernel.
@@ -310,6 +320,9 @@ def end_of_training_grams(bias: ArrayLike, kernel: BlockKernel) -> EndOfTraining
     b = jnp.asarray(bias, dtype=jnp.result_type(float))
     if b.shape != (k,):
         raise ValueError(f"bias must have shape (K,) = ({k},), got {b.shape}")
+    if isinstance(kernel, ClassBlockKernel):
+        bmat = jnp.eye(k, dtype=b.dtype) - jnp.outer(b, jnp.ones(k, dtype=b.dtype))
+        return _grams_from_weight(end_of_training_weight(kernel), bmat, jnp.eye(k, dtype=b.dtype))
     _, lamc, lammax = kernel.check_positive_definite().eigenvalues()
     a, u = (lamc / kernel.per_class) ** 0.5, lamc / lammax
     eye, avg = jnp.eye(k, dtype=b.dtype), jnp.full((k, k), 1.0 / k, dtype=b.dtype)
@@ -320,7 +333,7 @@ def end_of_training_grams(bias: ArrayLike, kernel: BlockKernel) -> EndOfTraining
     return EndOfTrainingGrams(means, bmat @ jnp.linalg.pinv(means, hermitian=True) @ bmat.T)
 
 
-def end_of_training_collapse(bias: ArrayLike, kernel: BlockKernel) -> tuple[float, float]:
+def end_of_training_collapse(bias: ArrayLike, kernel: BlockKernel | ClassBlockKernel) -> tuple[float, float]:
     """NC2 and NC3 of the end-of-training geometry of :func:`end_of_training_grams`, in closed form.
 
     With C = I − J/K the centred means M̃ = M C have Gram C G C, and tr(W M̃) = tr(B C) = K − 1, so::
@@ -329,17 +342,111 @@ def end_of_training_collapse(bias: ArrayLike, kernel: BlockKernel) -> tuple[floa
         NC3 = (2 − 2 (K − 1) / √(tr(C G C) tr(W Wᵀ)))^{1/2}.
 
     Both depend on the biases and on α only; they vanish for b = 1/K and tend to 0 as α → 1/K for
-    any biases (remark on α → 1/K in App. B.4).
+    any biases (remark on α → 1/K in App. B.4). tr(B C) = K − 1 holds for any b, so the formula
+    holds for a :class:`~ntklib.block_kernel.ClassBlockKernel` too.
 
     Returns:
-        (NC2, NC3) as :func:`nc2_etf_distance` and :func:`nc3_self_duality` would measure them
-        (with either ``centre``: the block model's batch is balanced, and C centres at the mean of
-        the class means).
+        (NC2, NC3) as :func:`nc2_etf_distance` and :func:`nc3_self_duality` measure them with the
+        default ``centre="class_means"`` (C centres at the mean of the class means; on the block
+        model's balanced batch either centre).
     """
-    grams = end_of_training_grams(bias, kernel)
-    k = kernel.num_classes
+    return _collapse_of_grams(end_of_training_grams(bias, kernel))
+
+
+def _collapse_of_grams(grams: EndOfTrainingGrams) -> tuple[float, float]:
+    """(NC2, NC3) of Grams G = MᵀM and W Wᵀ with W M = I − b 1ᵀ (:func:`end_of_training_collapse`)."""
+    k = grams.means.shape[0]
     centring = jnp.eye(k) - jnp.ones((k, k)) / k
     centred = centring @ grams.means @ centring
     nc2 = jnp.linalg.norm(centred / jnp.linalg.norm(centred) - simplex_etf_gram(k, centred.dtype))
     cosine = (k - 1) / jnp.sqrt(jnp.trace(centred) * jnp.trace(grams.classifier))
     return float(nc2), float(jnp.sqrt(jnp.clip(2 - 2 * cosine, 0.0)))
+
+
+def _orthonormal_complement(vector: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Q (K, K − 1), an orthonormal basis of the vectors orthogonal to ``vector`` (K,)."""
+    return np.linalg.svd(vector[None, :])[2][1:].T
+
+
+def _inverse_sqrt_and_sqrt(matrix: Array) -> tuple[Array, Array]:
+    """(M^{-1/2}, M^{1/2}) of a symmetric positive definite matrix, by eigh."""
+    evals, evecs = jnp.linalg.eigh(matrix)
+    return (evecs / jnp.sqrt(evals)[None, :]) @ evecs.T, (evecs * jnp.sqrt(evals)[None, :]) @ evecs.T
+
+
+def _grams_from_weight(weight: Array, bmat: Array, basis: Array) -> EndOfTrainingGrams:
+    """G = Q Ĝ Qᵀ, the positive semidefinite solution with range in span(Q) of G C G = BᵀB, where
+    Ĝ = Ĉ^{-1/2}(Ĉ^{1/2} B̂ Ĉ^{1/2})^{1/2}Ĉ^{-1/2}, Ĉ = QᵀCQ ≻ 0, B̂ = Qᵀ BᵀB Q; and W Wᵀ = B G⁺ Bᵀ."""
+    inv_sqrt, sqrt = _inverse_sqrt_and_sqrt(basis.T @ weight @ basis)
+    reduced = inv_sqrt @ _symmetric_sqrt(sqrt @ basis.T @ bmat.T @ bmat @ basis @ sqrt) @ inv_sqrt
+    means = basis @ reduced @ basis.T
+    means = (means + means.T) / 2
+    return EndOfTrainingGrams(means, bmat @ jnp.linalg.pinv(means, hermitian=True) @ bmat.T)
+
+
+def end_of_training_weight(kernel: ClassBlockKernel, *, centred: bool = False) -> Array:
+    """C (K, K) with H K⁻¹ Hᵀ = M C Mᵀ for features H = M Y with no within-class part::
+
+        C = Y K⁻¹ Yᵀ = S A⁻¹ S,          S = diag(√n_k), A = kernel.reduced_matrix()
+        C_c = Y K̃⁺ Yᵀ = S (Π A Π)⁺ S,    K̃ = P K P, Π = I − s sᵀ/N, s = (√n_k)   (centred)
+
+    (Y = S Lᵀ with L = ``kernel.class_basis()``, K⁻¹ = L A⁻¹ Lᵀ on the class-constant vectors, and
+    Lᵀ P L = Π.) The centred C_c is singular, with kernel span{1_K}. Balanced: C = (m/λ_c)(I − αJ),
+    C_c = (m/λ_c)(I − J/K).
+
+    Example:
+        >>> from ntklib.block_kernel import BlockKernel, ClassBlockKernel
+        >>> block = BlockKernel(3.0, 1.0, 0.2, num_classes=2, per_class=3)  # λ_c = 4.4, α = 0.6/5.6
+        >>> c = end_of_training_weight(ClassBlockKernel.from_block_kernel(block))
+        >>> [round(v, 6) for v in c[0].tolist()], round(3 / 4.4 * (1 - block.alpha()), 6)
+        ([0.608766, -0.073052], 0.608766)
+    """
+    sizes = np.asarray(kernel.class_sizes, dtype=np.float64)
+    root = np.sqrt(sizes)
+    reduced = kernel.check_positive_definite().reduced_matrix()
+    if centred:
+        q = _orthonormal_complement(root)
+        inverse = q @ np.linalg.inv(q.T @ reduced @ q) @ q.T
+    else:
+        inverse = np.linalg.inv(reduced)
+    return jnp.asarray(root[:, None] * inverse * root[None, :])
+
+
+def centred_end_of_training_grams(kernel: BlockKernel | ClassBlockKernel) -> EndOfTrainingGrams:
+    """The end-of-training Grams of the centred flow (features kept at h̄ = 0, as BatchNorm does).
+
+    With the centred flow (``ntklib.invariant.kernel_flow_vector_field(..., centred=True)``) from
+    h̄ = 0 and E_c = WᵀW − H K̃⁺ Hᵀ = 0, at zero loss with H₂ = 0:
+
+    - h̄ = M n / N = 0 and W M + b 1ᵀ = I give b = n/N, the class proportions (1/K if balanced);
+    - B = W M = I − b 1ᵀ, WᵀW = M C_c Mᵀ (:func:`end_of_training_weight` with ``centred``), so
+      G = MᵀM solves G C_c G = BᵀB with G n = 0. On n^⊥ (basis Q) Ĉ = Qᵀ C_c Q is positive definite
+      (1_K, the kernel of C_c, is not in n^⊥), and G = Q Ĝ Qᵀ is unique::
+
+          Ĝ = Ĉ^{-1/2} (Ĉ^{1/2} Qᵀ BᵀB Q Ĉ^{1/2})^{1/2} Ĉ^{-1/2},        W Wᵀ = B G⁺ Bᵀ
+
+    For equal sizes this is Theorem 5.2: G = √(λ_c/m)(I − J/K), W Wᵀ = √(m/λ_c)(I − J/K), NC2 = NC3 = 0.
+
+    Returns:
+        EndOfTrainingGrams(means = MᵀM, classifier = W Wᵀ); the bias is n/N.
+
+    Example:
+        >>> from ntklib.block_kernel import BlockKernel
+        >>> grams = centred_end_of_training_grams(BlockKernel(3.0, 1.0, 0.2, num_classes=3, per_class=4))
+        >>> [round(v, 6) for v in grams.means[0].tolist()]  # √(λ_c/m)(I − J/K), λ_c = 5.2
+        [0.760117, -0.380058, -0.380058]
+    """
+    if isinstance(kernel, BlockKernel):
+        kernel = ClassBlockKernel.from_block_kernel(kernel)
+    k = kernel.num_classes
+    sizes = np.asarray(kernel.class_sizes, dtype=np.float64)
+    bias = sizes / sizes.sum()
+    bmat = jnp.eye(k) - jnp.asarray(np.outer(bias, np.ones(k)))
+    basis = jnp.asarray(_orthonormal_complement(sizes))
+    return _grams_from_weight(end_of_training_weight(kernel, centred=True), bmat, basis)
+
+
+def centred_end_of_training_collapse(kernel: BlockKernel | ClassBlockKernel) -> tuple[float, float]:
+    """(NC2, NC3) of :func:`centred_end_of_training_grams`, as the default ``centre="class_means"``
+    measures them (the formulas of :func:`end_of_training_collapse`). 0 for equal class sizes."""
+    return _collapse_of_grams(centred_end_of_training_grams(kernel))

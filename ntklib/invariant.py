@@ -33,7 +33,7 @@ import numpy as np
 from jax import Array
 from jax.typing import ArrayLike, DTypeLike
 
-from ntklib.block_kernel import BlockKernel, one_hot_labels
+from ntklib.block_kernel import BlockKernel, ClassBlockKernel, one_hot_labels
 
 
 def within_class_basis(per_class: int, dtype: DTypeLike | None = None) -> Array:
@@ -165,7 +165,7 @@ def invariant_metrics(weights: Array, features: Array, kernel: BlockKernel) -> d
 
 def zero_invariant_state(
     key: Array,
-    kernel: BlockKernel,
+    kernel: BlockKernel | ClassBlockKernel,
     feature_dim: int,
     *,
     scale: float = 0.1,
@@ -177,6 +177,10 @@ def zero_invariant_state(
     H₀ = A Z with A (d, K) and Z (K, N) Gaussian (Z P with P = I − 1 1ᵀ/N when ``centred``, so that
     h̄ = 0), and W₀ = (Z K_κ⁻¹ Zᵀ)^{1/2} Aᵀ, so that W₀ᵀW₀ = H₀ K_κ⁻¹ H₀ᵀ. b₀ = 0.
     :func:`psd_invariant_state` with ``excess = 0`` returns the same state.
+
+    For a :class:`~ntklib.block_kernel.ClassBlockKernel` (unequal classes) with ``centred``,
+    K_κ⁻¹ is replaced by K̃⁺ = (P K P)⁺, so that E_c = 0 (``kernel_invariant(..., centred=True)``),
+    the invariant of the centred flow; for a balanced kernel the two agree when h̄ = 0.
 
     Returns:
         (H₀ (d, N), W₀ (K, d), b₀ (K,)).
@@ -197,9 +201,17 @@ def _check_excess(excess: Array, num_classes: int) -> None:
         raise ValueError(f"excess must be positive semidefinite, got smallest eigenvalue {low:.3g}")
 
 
+def _state_kernel_inverse(kernel: BlockKernel | ClassBlockKernel, centred: bool, dtype: DTypeLike) -> Array:
+    """K⁻¹, or (P K P)⁺ = Q (Qᵀ K Q)⁻¹ Qᵀ for a ClassBlockKernel with ``centred`` (N, N)."""
+    if centred and isinstance(kernel, ClassBlockKernel):
+        q, kq = _centred_kernel_parts(kernel.check_positive_definite().matrix(dtype))
+        return q @ jnp.linalg.inv(kq) @ q.T
+    return kernel.inverse(dtype)
+
+
 def psd_invariant_state(
     key: Array,
-    kernel: BlockKernel,
+    kernel: BlockKernel | ClassBlockKernel,
     feature_dim: int,
     excess: Array,
     *,
@@ -213,7 +225,9 @@ def psd_invariant_state(
 
         E = W₀ᵀW₀ − H₀ K_κ⁻¹ H₀ᵀ = A (Z K_κ⁻¹ Zᵀ + D − Z K_κ⁻¹ Zᵀ) Aᵀ = A D Aᵀ ⪰ 0,   # (d, d)
 
-    of the rank of D (A has full column rank almost surely). b₀ = 0.
+    of the rank of D (A has full column rank almost surely). b₀ = 0. (For a
+    :class:`~ntklib.block_kernel.ClassBlockKernel` with ``centred`` it is E_c that equals A D Aᵀ; see
+    :func:`zero_invariant_state`.)
 
     Args:
         key: PRNG key; the same key gives the same H₀ (and A, Z) for every D.
@@ -246,7 +260,7 @@ def psd_invariant_state(
     z = jax.random.normal(k_z, (kernel.num_classes, kernel.num_samples), dtype)
     if centred:
         z = z - z.mean(axis=1, keepdims=True)
-    s = z @ kernel.inverse(dtype) @ z.T + excess
+    s = z @ _state_kernel_inverse(kernel, centred, dtype) @ z.T + excess
     evals, evecs = jnp.linalg.eigh(s)
     sqrt_s = (evecs * jnp.sqrt(jnp.clip(evals, 0.0))[None, :]) @ evecs.T
     return a @ z, sqrt_s @ a.T, jnp.zeros(kernel.num_classes, dtype)

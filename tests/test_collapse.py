@@ -5,16 +5,26 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import naive_centre, naive_centred_class_means, naive_unsorted_class_means
+from helpers import (
+    centring,
+    naive_centre,
+    naive_centred_class_means,
+    naive_class_block_kernel,
+    naive_one_hot,
+    naive_unsorted_class_means,
+)
 
 from ntklib import measure
-from ntklib.block_kernel import BlockKernel
+from ntklib.block_kernel import BlockKernel, ClassBlockKernel
 from ntklib.collapse import (
     CENTRES,
     centred_class_means,
+    centred_end_of_training_collapse,
+    centred_end_of_training_grams,
     class_means,
     end_of_training_collapse,
     end_of_training_grams,
+    end_of_training_weight,
     equal_bias_cosines,
     nc1_trace,
     nc1_within_class_std,
@@ -26,7 +36,13 @@ from ntklib.collapse import (
     simplex_etf_gram,
 )
 from ntklib.dynamics import FlowState, integrate, residual, theorem41_vector_field
-from ntklib.invariant import decompose_features, invariant, zero_invariant_state
+from ntklib.invariant import (
+    decompose_features,
+    invariant,
+    kernel_flow_vector_field,
+    kernel_invariant,
+    zero_invariant_state,
+)
 
 KS = [2, 3, 5]
 PER_CLASS = 4  # samples per class (on average for the unbalanced data)
@@ -578,3 +594,150 @@ def test_bad_centre_is_refused():
     ):
         with pytest.raises(ValueError, match="centre must be one of"):
             call()
+
+
+# ---------------------------------------------------------------- end of training, unequal classes
+
+
+UNEQUAL = [(5, 3, 2), (6, 6, 2, 2), (8, 2), (4, 3, 3, 1)]
+
+
+def dense_weight(kern, centred=False):
+    """C = Y K⁻¹ Yᵀ, or C_c = Y (P K P)⁺ Yᵀ, from the dense loop-built kernel."""
+    sizes = kern.class_sizes
+    dense = naive_class_block_kernel(kern.diag, kern.same_class, kern.other_class, sizes)
+    y = naive_one_hot(np.repeat(np.arange(len(sizes)), sizes), len(sizes))
+    if centred:
+        p = centring(dense.shape[0])
+        return y @ np.linalg.pinv(p @ dense @ p, hermitian=True) @ y.T
+    return y @ np.linalg.inv(dense) @ y.T
+
+
+def kernel_id(kern):
+    return "-".join(map(str, kern.class_sizes)) + ("" if len(set(kern.diag)) == 1 else "-specialised")
+
+
+def unequal_kernels():
+    for sizes in UNEQUAL:
+        yield ClassBlockKernel(3.0, 1.0, 0.2, class_sizes=sizes)
+        rng = np.random.default_rng(len(sizes))
+        kc = rng.uniform(0.2, 1.0, size=len(sizes))
+        yield ClassBlockKernel(tuple(kc + rng.uniform(1.0, 2.0, size=len(sizes))), tuple(kc), 0.1, class_sizes=sizes)
+
+
+@pytest.mark.parametrize("kern", list(unequal_kernels()), ids=kernel_id)
+def test_end_of_training_weight_vs_dense(kern):
+    for centred in (False, True):
+        got = np.asarray(end_of_training_weight(kern, centred=centred))
+        np.testing.assert_allclose(got, dense_weight(kern, centred), atol=1e-13, err_msg=str(centred))
+    np.testing.assert_allclose(np.asarray(end_of_training_weight(kern, centred=True)).sum(axis=1), 0.0, atol=1e-13)
+
+
+@pytest.mark.parametrize("k", KS)
+def test_end_of_training_weight_and_grams_of_equal_sizes_are_the_block_formulas(k):
+    m = 3
+    block = BlockKernel(3.0, 1.0, 0.2, num_classes=k, per_class=m)
+    kern = ClassBlockKernel.from_block_kernel(block)
+    lamc, alpha = block.eigenvalues().lamc, block.alpha()
+    eye, ones = np.eye(k), np.ones((k, k))
+    np.testing.assert_allclose(np.asarray(end_of_training_weight(kern)), m / lamc * (eye - alpha * ones), atol=1e-14)
+    np.testing.assert_allclose(
+        np.asarray(end_of_training_weight(kern, centred=True)), m / lamc * (eye - ones / k), atol=1e-14
+    )
+    bias = np.random.default_rng(k).uniform(-0.3, 0.6, size=k)
+    for got, expected in zip(end_of_training_grams(bias, kern), end_of_training_grams(bias, block), strict=True):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(expected), atol=1e-12)
+    assert end_of_training_collapse(bias, kern) == pytest.approx(end_of_training_collapse(bias, block), abs=1e-12)
+    # the centred flow: Theorem 5.2 (b = 1/K, G = a C, W Wᵀ = C/a), NC2 = NC3 = 0
+    a = np.sqrt(lamc / m)
+    for kernel in (block, kern):
+        grams = centred_end_of_training_grams(kernel)
+        np.testing.assert_allclose(np.asarray(grams.means), a * (eye - ones / k), atol=1e-12)
+        np.testing.assert_allclose(np.asarray(grams.classifier), (eye - ones / k) / a, atol=1e-12)
+        assert max(centred_end_of_training_collapse(kernel)) < 1e-7
+
+
+@pytest.mark.parametrize("kern", list(unequal_kernels()), ids=kernel_id)
+def test_unequal_end_of_training_grams_solve_the_defining_equations(kern):
+    """G C G = BᵀB and W Wᵀ = B G⁺ Bᵀ (any biases); centred: b = n/N, G n = 0, G C_c G = BᵀB;
+    a factor M = G^{1/2}, W = B G⁺ Mᵀ satisfies W M = B and WᵀW = M C Mᵀ."""
+    k = kern.num_classes
+    bias = np.random.default_rng(k).uniform(-0.3, 0.6, size=k)
+    sizes = np.asarray(kern.class_sizes, dtype=float)
+    for centred, b in ((False, bias), (True, sizes / sizes.sum())):
+        grams = centred_end_of_training_grams(kern) if centred else end_of_training_grams(b, kern)
+        g, wwt = np.asarray(grams.means), np.asarray(grams.classifier)
+        weight = dense_weight(kern, centred)
+        bmat = np.eye(k) - np.outer(b, np.ones(k))
+        assert np.linalg.eigvalsh(g).min() > -1e-12
+        np.testing.assert_allclose(g @ weight @ g, bmat.T @ bmat, atol=1e-11)
+        np.testing.assert_allclose(wwt, bmat @ np.linalg.pinv(g, hermitian=True) @ bmat.T, atol=1e-10)
+        if centred:
+            np.testing.assert_allclose(g @ sizes, 0.0, atol=1e-12)
+        means = _psd_sqrt(g)
+        check_factor(bmat @ np.linalg.pinv(g, hermitian=True) @ means.T, means, bmat, weight)
+
+
+def rank_deficient_centred_state(kern, d, seed):
+    """(H₀, W₀, b₀ = 0) with H₀ 1 = 0, E_c = WᵀW − H (PKP)⁺ Hᵀ = 0 and rank H₀ = K − 1 (the rank of
+    the class means at the end of the centred flow, so that no direction of H₂ is left with a
+    vanishing WᵀW, which would make NC1 converge only polynomially)."""
+    k, n = kern.num_classes, kern.num_samples
+    rng = np.random.default_rng(seed)
+    dense = np.asarray(kern.matrix())
+    p = centring(n)
+    a = rng.normal(size=(d, k))
+    z = rng.normal(size=(k, k - 1)) @ rng.normal(size=(k - 1, n)) @ p
+    w0 = _psd_sqrt(z @ np.linalg.pinv(p @ dense @ p, hermitian=True) @ z.T) @ a.T
+    return a @ z, w0, np.zeros(k)
+
+
+def simulate_to_the_end(kern, state, *, centred, train_bias, t_end):
+    field = kernel_flow_vector_field(kern.matrix(), kern.one_hot(), centred=centred, train_bias=train_bias)
+    traj = integrate(field, FlowState(*(jnp.asarray(x) for x in state)), jnp.array([0.0, t_end]))
+    h, w, b = (np.asarray(x[-1]) for x in traj.states)
+    labels = kern.labels()
+    means = naive_means(h, labels, kern.num_classes)
+    assert np.linalg.norm(w @ h + b[:, None] - np.asarray(kern.one_hot())) < 1e-8  # zero loss
+    assert np.linalg.norm(h - means[:, labels]) < 1e-6  # H₂ → 0 (NC1)
+    return h, w, b, means, labels
+
+
+@pytest.mark.parametrize("train_bias", [False, True])
+def test_unequal_end_of_training_vs_simulation(train_bias):
+    """Uncentred flow from E = 0 with sizes (5, 3, 2): the class-mean and classifier Grams at zero
+    loss and NC2/NC3 (about the mean of the class means) equal the closed form for the final biases
+    (frozen unequal ones, or where the trained biases end)."""
+    kern = ClassBlockKernel(3.0, 1.0, 0.2, class_sizes=(5, 3, 2))
+    h0, w0, _ = zero_invariant_state(jax.random.key(0), kern, 4, scale=1.0, centred=False)
+    bias0 = np.array([-0.1, 0.2, 0.5])
+    h, w, b, means, labels = simulate_to_the_end(
+        kern, (h0, w0, bias0), centred=False, train_bias=train_bias, t_end=60.0
+    )
+    grams = end_of_training_grams(b, kern)
+    np.testing.assert_allclose(means.T @ means, np.asarray(grams.means), atol=1e-8)
+    np.testing.assert_allclose(w @ w.T, np.asarray(grams.classifier), atol=1e-8)
+    nc2, nc3 = end_of_training_collapse(b, kern)
+    assert float(nc2_etf_distance(jnp.asarray(h), labels)) == pytest.approx(nc2, abs=1e-8)
+    assert float(nc3_self_duality(jnp.asarray(w), jnp.asarray(h), labels)) == pytest.approx(nc3, abs=1e-8)
+    assert nc3 > 1e-2
+
+
+@pytest.mark.parametrize("sizes", [(5, 3, 2), (6, 6, 2, 2)])
+def test_unequal_centred_end_of_training_vs_simulation(sizes):
+    """Centred flow (kernel P K P) from h̄ = 0 and E_c = 0: the biases end at the class proportions
+    n/N, and the Grams and NC2/NC3 at zero loss equal centred_end_of_training_grams. Unlike the
+    balanced Theorem 5.2, the class means are not a simplex ETF (NC2 > 0.01)."""
+    kern = ClassBlockKernel(3.0, 1.0, 0.2, class_sizes=sizes)
+    state = rank_deficient_centred_state(kern, kern.num_classes + 1, seed=0)
+    h0, w0, _ = (jnp.asarray(x) for x in state)
+    assert float(jnp.linalg.norm(kernel_invariant(w0, h0, kern.matrix(), centred=True))) < 1e-12
+    h, w, b, means, labels = simulate_to_the_end(kern, state, centred=True, train_bias=True, t_end=100.0)
+    np.testing.assert_allclose(b, np.asarray(sizes) / sum(sizes), atol=1e-9)
+    grams = centred_end_of_training_grams(kern)
+    np.testing.assert_allclose(means.T @ means, np.asarray(grams.means), atol=1e-8)
+    np.testing.assert_allclose(w @ w.T, np.asarray(grams.classifier), atol=1e-8)
+    nc2, nc3 = centred_end_of_training_collapse(kern)
+    assert float(nc2_etf_distance(jnp.asarray(h), labels)) == pytest.approx(nc2, abs=1e-8)
+    assert float(nc3_self_duality(jnp.asarray(w), jnp.asarray(h), labels)) == pytest.approx(nc3, abs=1e-8)
+    assert nc2 > 1e-2 and nc3 > 1e-2

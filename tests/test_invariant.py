@@ -17,7 +17,7 @@ from helpers import (
 )
 from scipy.integrate import solve_ivp
 
-from ntklib.block_kernel import BlockKernel
+from ntklib.block_kernel import BlockKernel, ClassBlockKernel
 from ntklib.dynamics import FlowState, integrate, theorem41_vector_field
 from ntklib.invariant import (
     InvariantTerms,
@@ -515,3 +515,20 @@ def test_kernel_invariant_and_flow_reject_bad_input():
         kernel_invariant(jnp.ones((2, 2)), h, good)
     with pytest.raises(ValueError, match="targets"):
         kernel_flow_vector_field(good, np.ones(4))
+
+
+@pytest.mark.parametrize("sizes", [(5, 3, 2), (6, 6, 2, 2)])
+@pytest.mark.parametrize("centred", [False, True])
+def test_zero_invariant_state_of_unequal_classes(sizes, centred):
+    """A ClassBlockKernel: E = 0 (uncentred), or h̄ = 0 and E_c = 0 (centred), the invariant each
+    flow conserves; with unequal classes E_c = 0 and E = 0 are different states."""
+    kern = ClassBlockKernel((3.0, 2.5, 3.5, 3.0)[: len(sizes)], 1.0, 0.2, class_sizes=sizes)
+    h, w, b = zero_invariant_state(jax.random.key(2), kern, 5, centred=centred)
+    kmat = np.asarray(kern.matrix())
+    scale = np.linalg.norm(np.asarray(w.T @ w))
+    got = naive_invariant(np.asarray(w), np.asarray(h), kmat, centred)
+    assert np.linalg.norm(got) < 1e-12 * scale
+    np.testing.assert_array_equal(np.asarray(b), 0.0)
+    if centred:
+        assert float(jnp.abs(h.mean(axis=1)).max()) < 1e-14
+        assert np.linalg.norm(naive_invariant(np.asarray(w), np.asarray(h), kmat)) > 1e-4 * scale
