@@ -11,17 +11,28 @@ Theory (§3–§5, Appendix B)
 Empirical NTK (§2.2, §3)
     - :mod:`ntklib.ntk`           the engine: exact per-output NTK blocks of Flax classifiers.
     - :mod:`ntklib.kernel_stats`  block statistics, block-fit error and label alignment of kernels.
+    - :mod:`ntklib.linearised`    the measured NTK as a linear model of training: first-order logit
+      change, local elasticity, linearised descent.
 
 Experiments (§6, Appendix C)
     - :mod:`ntklib.models`        VGG11/16, ResNet20, DenseNet40 as feature extractor + linear head.
-    - :mod:`ntklib.data`          balanced batches of digits (embedded), MNIST, FashionMNIST, CIFAR-10.
+    - :mod:`ntklib.data`          the pipeline: datasets as arrays, balanced batches, the embedded digits.
+    - :mod:`ntklib.sources`       where MNIST, FashionMNIST and CIFAR-10 come from: IDX files, the Debian
+      package, tensorflow-datasets (:mod:`ntklib.idx` reads the IDX format).
     - :mod:`ntklib.measure`       what one record measures: its columns, NC, kernel and invariant metrics.
+    - :mod:`ntklib.config`        ``TrainConfig``: every field of a run, grouped, each with its check.
     - :mod:`ntklib.train`         the paper's training protocol and loop.
-    - :mod:`ntklib.results`       run directories (atomic files), loading runs into pandas.
-    - :mod:`ntklib.sweep`         learning-rate × init sweeps.
+    - :mod:`ntklib.rundir`        one run's directory: atomic files, status, records, checkpoints, locks.
+    - :mod:`ntklib.results`       the table of runs: run directories loaded into pandas.
+    - :mod:`ntklib.sweep`         learning-rate × init sweeps (:mod:`ntklib.ray_engine`: as Ray tasks).
+    - :mod:`ntklib.observations`  §6's observations measured on a sweep.
     - :mod:`ntklib.plots`         the panes of the paper's Figure 2 (a–h) and Appendix C (i–j).
     - :mod:`ntklib.experiment`    the command line (``python -m ntklib.experiment``).
-    - :mod:`ntklib.scale`         the book's scale switch.
+    - :mod:`ntklib.compilation`   counting and timing XLA compilations.
+
+The book
+    - :mod:`ntklib.book`          the chapters' conventions: scale, smoke size, seed, figure style and
+      size, committed results.
 """
 
 __version__ = "0.1.0"
