@@ -216,6 +216,17 @@ class ClassBlockSpectrum(NamedTuple):
     (vectors constant on every class)."""
 
 
+class ClassBlockComponents(NamedTuple):
+    """Coordinates of x (..., N) in the eigenspaces of a :class:`ClassBlockKernel`."""
+
+    within: Array
+    """(..., K) the norm over class k's samples of x minus its class-k mean, decaying as
+    e^{−λ_0^(k) t} under dx/dt = −x K."""
+    class_level: Array
+    """(..., K) the coordinates x V along the class-level eigenvectors V (``class_eigenvectors``),
+    decaying as e^{−μ_j t} under dx/dt = −x K (μ_j = ``eigenvalues().class_level[j]``)."""
+
+
 def _per_class(value: float | Sequence[float], num_classes: int, name: str) -> tuple[float, ...]:
     values = np.atleast_1d(np.asarray(value, dtype=np.float64))
     if values.ndim != 1 or values.size not in (1, num_classes):
@@ -406,6 +417,30 @@ class ClassBlockKernel:
         eigh; any basis inside a repeated eigenvalue)."""
         _, vectors = np.linalg.eigh(self.reduced_matrix())
         return self.class_basis(dtype) @ jnp.asarray(vectors, dtype=dtype)
+
+    def components(self, x: Array) -> ClassBlockComponents:
+        """Split x (..., N) (e.g. the rows of a residual R) by the eigenspaces of K: for each class
+        the norm of its within-class part, and the coordinates along the class-level eigenvectors.
+
+        Under the residual flow dR/dt = −R K (paper §4.1), R(t) = R(0) exp(−t K), each within norm
+        of class k decays exactly as e^{−λ_0^(k) t} and each class-level coordinate as e^{−μ_j t}:
+        the convergence phases with unequal classes. With equal sizes the class-level coordinates
+        are those of Table 1 (λ_c, K − 1 of them, and λ_max along 1_N/√N).
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> k = ClassBlockKernel(3.0, 1.0, 0.0, class_sizes=(2, 1))  # κ_n = 0: V = class basis
+            >>> parts = k.components(jnp.array([1.0, 3.0, 5.0]))
+            >>> parts.within.tolist()  # class 0: (1, 3) − 2 has norm √2; class 1 has no within part
+            [1.4142135623730951, 0.0]
+        """
+        labels = self.labels()
+        onehot = jnp.asarray(np.eye(self.num_classes)[labels], dtype=x.dtype)  # (N, K)
+        sizes = jnp.asarray(self.class_sizes, dtype=x.dtype).reshape((1,) * (x.ndim - 1) + (self.num_classes,))
+        means = (x @ onehot) / sizes  # (..., K)
+        deviations = x - means @ onehot.T
+        within = jnp.sqrt(jnp.square(deviations) @ onehot)
+        return ClassBlockComponents(within, x @ self.class_eigenvectors(x.dtype))
 
     def within_projector(self, dtype: DTypeLike | None = None) -> Array:
         """P_within = I_N − Σ_k 1_(k) 1_(k)ᵀ / n_k (N, N): removes every class mean; it projects

@@ -19,6 +19,7 @@ from ntklib.block_kernel import (
     BlockEigenvalues,
     BlockKernel,
     BlockProjectors,
+    ClassBlockComponents,
     ClassBlockKernel,
     ClassBlockSpectrum,
     block_projectors,
@@ -460,3 +461,36 @@ def test_class_block_kernel_is_frozen_and_hashable():
     assert hash(kern) == hash(ClassBlockKernel((3.0, 3.0), (1.0, 0.5), 0.2, class_sizes=(3, 2)))
     with pytest.raises(dataclasses.FrozenInstanceError):
         kern.other_class = 0.0
+
+
+@pytest.mark.parametrize("sizes,kappa", CASES[::3])
+def test_class_block_components_are_the_phases(sizes, kappa):
+    """R(t) = R(0) exp(−t K) (scipy expm of the dense matrix): each within-class norm decays as
+    e^{−λ_0^(k) t} and each class-level coordinate as e^{−μ_j t}; the parts are the loop-computed
+    within norms and the projections on orthonormal eigenvectors, and they account for all of ‖R‖."""
+    kern = ClassBlockKernel(*kappa, class_sizes=sizes)
+    dense = naive_class_block_kernel(*kappa, sizes)
+    k, n = len(sizes), sum(sizes)
+    rng = np.random.default_rng(n)
+    r0 = rng.normal(size=(3, n))
+    parts = kern.components(jnp.asarray(r0))
+    assert isinstance(parts, ClassBlockComponents)
+    assert parts.within.shape == (3, k) and parts.class_level.shape == (3, k)
+    labels = np.repeat(np.arange(k), sizes)
+    for c in range(k):
+        block = r0[:, labels == c]
+        expected = np.sqrt(((block - block.mean(axis=1, keepdims=True)) ** 2).sum(axis=1))
+        np.testing.assert_allclose(np.asarray(parts.within[:, c]), expected, atol=1e-13)
+    total = np.sum(np.asarray(parts.within) ** 2) + np.sum(np.asarray(parts.class_level) ** 2)
+    assert total == pytest.approx(np.sum(r0**2), rel=1e-12)
+    spectrum = kern.eigenvalues()
+    for t in (0.3, 1.1):
+        later = kern.components(jnp.asarray(r0 @ scipy.linalg.expm(-t * dense)))
+        np.testing.assert_allclose(
+            np.asarray(later.within), np.asarray(parts.within) * np.exp(-t * spectrum.within)[None, :], atol=1e-12
+        )
+        np.testing.assert_allclose(
+            np.asarray(later.class_level),
+            np.asarray(parts.class_level) * np.exp(-t * spectrum.class_level)[None, :],
+            atol=1e-12,
+        )
