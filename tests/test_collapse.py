@@ -723,12 +723,21 @@ def test_unequal_end_of_training_vs_simulation(train_bias):
     assert nc3 > 1e-2
 
 
-@pytest.mark.parametrize("sizes", [(5, 3, 2), (6, 6, 2, 2)])
-def test_unequal_centred_end_of_training_vs_simulation(sizes):
+CENTRED_CASES = {
+    "5-3-2": ClassBlockKernel(3.0, 1.0, 0.2, class_sizes=(5, 3, 2)),
+    "6-6-2-2": ClassBlockKernel(3.0, 1.0, 0.2, class_sizes=(6, 6, 2, 2)),
+    "4-4-4-specialised": ClassBlockKernel((3.0, 3.5, 4.0), (1.0, 1.5, 2.0), 0.2, class_sizes=(4, 4, 4)),
+}
+
+
+@pytest.mark.parametrize("name", CENTRED_CASES)
+def test_unequal_centred_end_of_training_vs_simulation(name):
     """Centred flow (kernel P K P) from h̄ = 0 and E_c = 0: the biases end at the class proportions
     n/N, and the Grams and NC2/NC3 at zero loss equal centred_end_of_training_grams. Unlike the
-    balanced Theorem 5.2, the class means are not a simplex ETF (NC2 > 0.01)."""
-    kern = ClassBlockKernel(3.0, 1.0, 0.2, class_sizes=sizes)
+    balanced Theorem 5.2, the class means are not a simplex ETF (NC2 > 0.01), with unequal sizes
+    or with balanced classes whose blocks differ (a specialised kernel)."""
+    kern = CENTRED_CASES[name]
+    sizes = kern.class_sizes
     state = rank_deficient_centred_state(kern, kern.num_classes + 1, seed=0)
     h0, w0, _ = (jnp.asarray(x) for x in state)
     assert float(jnp.linalg.norm(kernel_invariant(w0, h0, kern.matrix(), centred=True))) < 1e-12
