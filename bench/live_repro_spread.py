@@ -21,8 +21,7 @@ import pandas as pd
 from ntklib import observations
 from ntklib.config import TrainConfig
 from ntklib.data import load_dataset
-from ntklib.plots import final_records
-from ntklib.results import load_runs
+from ntklib.results import final_records, load_runs
 from ntklib.rundir import read_json
 from ntklib.sweep import learning_rates, run_sweep
 

@@ -1,7 +1,7 @@
 """The experimental observations of the paper's §6 and Appendix C.2, as measurements on a sweep.
 
 Every function takes ``final``: the final records of a sweep, one row per run
-(:func:`ntklib.plots.final_records` of :func:`ntklib.results.load_runs`), with the run's config
+(:func:`ntklib.results.final_records` of :func:`ntklib.results.load_runs`), with the run's config
 columns (``init``, ``lr``, ``seed``, ``loss``) beside the record columns of :mod:`ntklib.measure`.
 The functions measure; the book decides, per seed, which observation held.
 

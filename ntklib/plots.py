@@ -139,14 +139,6 @@ def init_colors(inits: Sequence[str]) -> dict[str, str]:
     return {init: f"C{i}" for i, init in enumerate(sorted(inits))}
 
 
-def final_records(df):
-    """The last successful record of every finished run (one row per run)."""
-    ok = df[(df["status"] == "ok") & (df["run_status"] == "finished")]
-    if ok.empty:
-        return ok
-    return ok.sort_values("epoch").groupby("run_dir", as_index=False).tail(1).sort_values(["init", "lr"])
-
-
 def _log_scale(column: str) -> bool:
     """Whether a column may be drawn on a log scale: the NC metrics and the norms."""
     return column.startswith("nc") or column.endswith("_norm")
@@ -227,7 +219,7 @@ def _final_panes(df, axes, specs, *, x: str, xlabel: str, connect: bool):
     if axes is None:
         _, axes = _pyplot().subplots(1, len(specs), figsize=(4 * len(specs), 3.2))
     axes = list(axes)  # callers walk them again (e.g. the log x of _lr_panes): not a one-pass iterator
-    final = final_records(df)
+    final = results.final_records(df)
     colors = init_colors(df["init"].unique())
     for ax, (column, ylabel, title) in zip(axes, specs, strict=True):
         groups = final.groupby("init") if column in final else ()
@@ -273,7 +265,7 @@ def _plot_final_series(df, ax, series, styles, *, ylabel: str, title: str, log_y
     keyword arguments, one per series) for the series, with their :func:`style_key` when ``key``."""
     if ax is None:
         _, ax = _pyplot().subplots(figsize=(4.5, 3.2))
-    final = final_records(df)
+    final = results.final_records(df)
     colors = init_colors(df["init"].unique())
     for i, ((column, _), style) in enumerate(zip(series, styles, strict=True)):
         groups = final.groupby("init") if column in final else ()
@@ -312,7 +304,7 @@ def alignment_series(df) -> tuple[tuple[tuple[str, str], ...], str]:
     ``batch_per_class``) when the final records have it, else the exact alignment on the probe
     (``align_*``, ``probe_per_class`` per class): records written before the virtual columns lack them.
     """
-    final = final_records(df)
+    final = results.final_records(df)
     virtual = all(column in final and final[column].notna().any() for _, column, _ in ALIGNMENTS)
     if virtual:
         k = _per_class_counts(final, "batch_per_class", divisor=2)
@@ -340,7 +332,7 @@ def plot_invariant_vs_collapse(df, ax=None, *, metric: str = "nc2"):
     measure.column(metric)
     if ax is None:
         _, ax = _pyplot().subplots(figsize=(4.5, 3.2))
-    final = final_records(df)
+    final = results.final_records(df)
     columns = ["invariant_norm", metric]
     final = final.dropna(subset=columns) if set(columns) <= set(final) else final.iloc[:0]  # runs without kernels
     colors = init_colors(df["init"].unique())

@@ -63,3 +63,12 @@ def load_runs(root: str | os.PathLike, *, unreadable: list[tuple[str, str]] | No
     if not frames:
         return pd.DataFrame()
     return pd.concat(frames, ignore_index=True)
+
+
+def final_records(df):
+    """The last successful record of every finished run of a :func:`load_runs` table: one row per
+    run, sorted by ``init`` then ``lr`` (empty when no run finished)."""
+    ok = df[(df["status"] == "ok") & (df["run_status"] == "finished")]
+    if ok.empty:
+        return ok
+    return ok.sort_values("epoch").groupby("run_dir", as_index=False).tail(1).sort_values(["init", "lr"])

@@ -182,7 +182,7 @@ def test_draw_finals_is_figure2_f_to_h_against_the_learning_rate():
     axes = _check_layout(fig, 5, "Figure 2 (f–h)")
     titles = ["(f) NC1 (std, paper)", "NC1 (trace)", "(g) NC2", "(h) NC3", "test accuracy"]
     assert [ax.get_title() for ax in axes] == titles and fig.get_suptitle() == "paper's Figure 2 (f–h)"
-    final = plots.final_records(df)
+    final = results.final_records(df)
     for ax, column in zip(axes, ("nc1", "nc1_trace", "nc2", "nc3", "test_accuracy"), strict=True):
         np.testing.assert_allclose(sorted(_lines_data(ax)), sorted(final[column]))
         assert ax.get_xscale() == "log"
@@ -230,7 +230,7 @@ def test_several_seeds_one_line_per_run_over_epochs_and_the_mean_against_the_lr(
     finals = [ax for ax in plots.draw_finals(df, "").axes if ax.axison]
     lines = finals[0].get_lines()  # per init: the mean over seeds, then every run's point
     assert len(lines) == 2 * len(INITS)
-    final = plots.final_records(df)
+    final = results.final_records(df)
     flax = final[final["init"] == "flax"]
     np.testing.assert_allclose(lines[0].get_ydata(), flax.groupby("lr")["nc1"].mean())
     assert len(lines[1].get_ydata()) == len(LRS) * len(seeds) and lines[1].get_linestyle() == "None"
