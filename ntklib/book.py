@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 SCALES = ("default", "paper")
-"""The scales a chapter runs at: the CPU default and the paper's sizes."""
+"""The scales a chapter runs at, the CPU default and the paper's sizes."""
 SCALE_VAR = "NTK_BOOK_SCALE"
 SMOKE_VAR = "NTK_BOOK_SMOKE"
 SEED_VAR = "NTK_BOOK_SEED"
@@ -84,7 +84,7 @@ class Book:
 
     @property
     def label(self) -> str:
-        """The scale as the marker line names it: ``default``, ``paper`` or ``paper (smoke size)``."""
+        """The scale as the marker line names it (``default``, ``paper`` or ``paper (smoke size)``)."""
         return f"{self.scale} (smoke size)" if self.smoke else self.scale
 
     def pick(
@@ -309,8 +309,8 @@ def figsize(height: float) -> tuple[float, float]:
 
 
 RESULTS_DIRS = (Path("..", "results"), Path("results"))
-"""Where committed results are looked for: from ``book/`` (as the build runs), then from the
-repository root."""
+"""The directories searched for committed results, from ``book/`` (as the build runs) first, then
+from the repository root."""
 
 
 def results_path(name: str) -> Path:

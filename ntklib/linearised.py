@@ -372,7 +372,7 @@ def block_model_factors(gamma: BlockKernel, learning_rate: float) -> StepFactors
 
 
 def rate_error(predicted: float, observed: float) -> float:
-    """Relative error of a predicted per-step decay, |(1 − ρ_pred) − (1 − ρ_obs)| / (1 − ρ_obs).
+    """Relative error of a predicted per-step decay, ``|(1 − ρ_pred) − (1 − ρ_obs)| / (1 − ρ_obs)``.
 
     Example:
         >>> rate_error(0.5, 0.75)  # the prediction decays twice as fast

@@ -51,13 +51,13 @@ CURVES = (
     ("nc3", "distance to self-duality", "(d) NC3"),
     ("invariant_alignment", "cos(WᵀW, HK⁻¹Hᵀ)", "(e) invariant alignment"),
 )
-"""Figure 2 (a–e): (column, y-label, title) of the panes over epochs."""
+"""(column, y-label, title) of the panes over epochs, Figure 2 (a–e)."""
 FINALS = (
     ("nc1", "final within-class std", "(f) NC1 (std, paper)"),
     ("nc2", "final NC2", "(g) NC2"),
     ("nc3", "final NC3", "(h) NC3"),
 )
-"""Figure 2 (f–h): (column, y-label, title) of the panes against the initial learning rate."""
+"""(column, y-label, title) of the panes against the initial learning rate, Figure 2 (f–h)."""
 NORM_E = r"$\Vert E\Vert_F$"
 NC1_TRACE_CURVE = ("nc1_trace", NC1_FORMS["nc1_trace"], NC1_TITLES["nc1_trace"])
 NORM_CURVE = ("invariant_norm", NORM_E, f"invariant norm {NORM_E}")
@@ -68,13 +68,13 @@ DRAWN_CURVES = (*CURVES[:2], NC1_TRACE_CURVE, *CURVES[2:], NORM_CURVE)
 DRAWN_FINALS = (FINALS[0], NC1_TRACE_FINAL, *FINALS[1:], TEST_FINAL)
 """The panes of :func:`draw_finals`, in order: f, NC1 (trace), g, h, test accuracy."""
 INVARIANT_TERMS = (("mmt_norm", "‖MMᵀ‖"), ("h2h2t_norm", "‖H₂H₂ᵀ‖"), ("mean_outer_norm", "‖h̄h̄ᵀ‖"))
-"""Pane i: (column, name) of the invariant's terms."""
+"""(column, name) of the invariant's terms in pane i."""
 TERM_STYLES = tuple(dict(marker=marker, ls="-") for marker in "os^")
-"""Pane i: the matplotlib style of each term's lines."""
+"""The matplotlib style of each term's lines in pane i."""
 ALIGNMENTS = (("align_ntk", "align_ntk_virtual", "NTK Θ"), ("align_feat", "align_feat_virtual", "feature kernel Θʰ"))
-"""Pane j: (exact column on the probe, released code's virtual-batch column, kernel) per kernel."""
+"""(exact column on the probe, released code's virtual-batch column, kernel) per kernel, pane j."""
 KERNEL_STYLES = tuple(dict(marker="o", ls=ls) for ls in ("-", "--"))
-"""Pane j: the matplotlib style of each kernel's lines."""
+"""The matplotlib style of each kernel's lines in pane j."""
 for _spec in (*DRAWN_CURVES, *DRAWN_FINALS, *INVARIANT_TERMS, *ALIGNMENTS):
     measure.column(_spec[0])  # a pane of a column that no record has would stay empty
 for _name in (*NC1_FORMS, *(virtual for _, virtual, _ in ALIGNMENTS), "batch_per_class", "probe_per_class"):

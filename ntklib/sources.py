@@ -35,7 +35,7 @@ import numpy as np
 from ntklib import idx
 
 Split = tuple[np.ndarray, np.ndarray]
-"""One split: uint8 images (N, S, S, C) and int32 labels (N,)."""
+"""uint8 images (N, S, S, C) and int32 labels (N,), one split of a dataset."""
 
 IDX_DATASETS = ("mnist", "fashion_mnist")
 """Datasets that can be read from their original IDX files."""
