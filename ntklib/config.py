@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from ntklib.data import DATASETS, Dataset, default_image_size, per_class_batch, steps_per_epoch
+from ntklib.epochs import EPOCH_MODES
 from ntklib.models import ARCHS, INITS, VARIANTS
 from ntklib.ntk import OffDiagonal
 from ntklib.rundir import evaluation_epochs
@@ -33,7 +34,6 @@ REFERENCE_EPOCHS = 400
 """The paper's run length; ``lr_decay_every`` is given relative to it."""
 
 LOSSES = ("mse", "ce")
-EPOCH_MODES = ("auto", "scan", "loop")
 OFFDIAG_MODES = tuple(mode.value for mode in OffDiagonal)
 
 GROUPS = {

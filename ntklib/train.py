@@ -11,7 +11,7 @@ The protocol, all set by :class:`ntklib.config.TrainConfig`:
 - exactly balanced, class-sorted batches of 120 (:func:`ntklib.data.balanced_batches`).
 
 The training set stays on the device; an epoch is one jitted ``jax.lax.scan`` over its index
-array, or on a CPU a Python loop of one jitted step (``epoch_mode``, :func:`resolve_epoch_mode`).
+array, or on a CPU a Python loop of one jitted step (``epoch_mode``, :mod:`ntklib.epochs`).
 
 Every ``eval_every`` epochs (and at epoch 0 and the last epoch) one record is written: epoch-average
 train loss/accuracy (train mode, as the steps saw them), test loss/accuracy on the full test set
@@ -46,9 +46,9 @@ import optax
 from flax.training import train_state
 from tqdm import tqdm  # the text bar: tqdm.auto needs ipywidgets in notebooks and warns without it
 
-from ntklib import measure
+from ntklib import epochs, measure
 from ntklib.compilation import CompileLog
-from ntklib.config import EPOCH_MODES, ConfigError, TrainConfig, check_fit, run_identity
+from ntklib.config import ConfigError, TrainConfig, check_fit, run_identity
 from ntklib.data import Dataset, balanced_batches, load_dataset
 from ntklib.models import Classifier, build_model
 from ntklib.rundir import NullRunDir, RunDir, RunStatus, json_safe
@@ -200,62 +200,23 @@ def train_step(state: TrainState, images: jax.Array, labels: jax.Array, lr: jax.
     return new_state, value, accuracy
 
 
-def resolve_epoch_mode(mode: str = "auto") -> str:
-    """ "scan" or "loop"; "auto" is "loop" on CPU, where XLA runs convolutions inside a while loop
-    (``lax.scan``) about 40× slower than the same jitted step called from Python (ResNet20, batch
-    120, 32×32: 31 s vs 0.76 s per step on a 2-core machine), and "scan" on accelerators."""
-    if mode not in EPOCH_MODES:
-        raise ValueError(f"unknown epoch_mode {mode!r}; valid choices: {', '.join(EPOCH_MODES)}")
-    if mode == "auto":
-        return "loop" if jax.default_backend() == "cpu" else "scan"
-    return mode
-
-
 @functools.cache
 def make_train_epoch(loss: str, mode: str = "auto") -> Callable:
     """``train_epoch(state, images, labels, batch_indices, lr) -> (state, losses, accs)``: one
     epoch of :func:`train_step` over the rows of ``batch_indices`` (steps, B), each batch gathered
-    on the device from the device-resident ``images`` / ``labels``.
-
-    ``mode="scan"``: the whole epoch is one jitted ``lax.scan`` (no per-step Python);
-    ``mode="loop"``: a Python loop over one jitted, state-donating step (faster on CPU);
-    ``"auto"``: :func:`resolve_epoch_mode`. Both give the same numbers up to float rounding.
-    """
-    mode = resolve_epoch_mode(mode)
+    on the device from the device-resident ``images`` / ``labels``; ``mode`` as in
+    :func:`ntklib.epochs.stepping_pass` (one jitted scan, or a loop of jitted steps on CPU)."""
 
     def step(state, images, labels, idx, lr):
         return train_step(state, images[idx], labels[idx], lr, loss)
 
-    if mode == "loop":
-        jit_step = jax.jit(step, donate_argnums=(0,))
-
-        def train_epoch_loop(state, images, labels, batch_indices, lr):
-            losses, accs = [], []
-            for idx in batch_indices:
-                state, value, acc = jit_step(state, images, labels, idx, lr)
-                losses.append(value)
-                accs.append(acc)
-            return state, jnp.stack(losses), jnp.stack(accs)
-
-        return train_epoch_loop
-
-    def train_epoch(state, images, labels, batch_indices, lr):
-        def body(state, idx):
-            state, value, acc = step(state, images, labels, idx, lr)
-            return state, (value, acc)
-
-        state, (losses, accs) = jax.lax.scan(body, state, batch_indices)
-        return state, losses, accs
-
-    return jax.jit(train_epoch, donate_argnums=(0,))
+    return epochs.stepping_pass(step, mode)
 
 
 @functools.cache
 def make_evaluate(loss: str, batch_size: int, mode: str = "auto") -> Callable:
     """``evaluate(state, images, labels) -> (mean loss, accuracy)`` in eval mode over a whole set,
-    in batches of ``batch_size`` (the set is zero-padded and masked); ``mode`` as in
-    :func:`make_train_epoch` (a jitted ``lax.scan`` over batches, or a Python loop)."""
-    mode = resolve_epoch_mode(mode)
+    in batches of ``batch_size`` (zero-padded and masked, :func:`ntklib.epochs.masked_totals_pass`)."""
 
     def batch_totals(state, x, y, m):
         logits = state.apply_fn(state.variables, x, train=False)
@@ -263,39 +224,7 @@ def make_evaluate(loss: str, batch_size: int, mode: str = "auto") -> Callable:
         loss_sum = jnp.sum(jnp.where(m, per_sample, 0.0)).astype(jnp.float32)
         return loss_sum, jnp.sum((jnp.argmax(logits, -1) == y) & m, dtype=jnp.int32)
 
-    def batched(images, labels):
-        n = images.shape[0]
-        pad = (-n) % batch_size
-        mask = jnp.arange(n + pad) < n
-        images = jnp.pad(images, [(0, pad)] + [(0, 0)] * (images.ndim - 1))
-        labels = jnp.pad(labels, (0, pad))
-        shape = (-1, batch_size)
-        return images.reshape(*shape, *images.shape[1:]), labels.reshape(shape), mask.reshape(shape)
-
-    if mode == "loop":
-        jit_totals = jax.jit(batch_totals)
-
-        def evaluate_loop(state, images, labels):
-            total, correct = 0.0, 0
-            for x, y, m in zip(*batched(images, labels), strict=True):
-                batch_loss, batch_correct = jit_totals(state, x, y, m)
-                total, correct = total + batch_loss, correct + batch_correct
-            n = images.shape[0]
-            return total / n, correct / n
-
-        return evaluate_loop
-
-    def evaluate(state, images, labels):
-        def body(totals, batch):
-            batch_loss, batch_correct = batch_totals(state, *batch)
-            return (totals[0] + batch_loss, totals[1] + batch_correct), None
-
-        zero = (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32))
-        (total, correct), _ = jax.lax.scan(body, zero, batched(images, labels))
-        n = images.shape[0]
-        return total / n, correct / n
-
-    return jax.jit(evaluate)
+    return epochs.masked_totals_pass(batch_totals, batch_size, mode)
 
 
 # ---------------------------------------------------------------------------------------------

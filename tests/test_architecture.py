@@ -19,12 +19,13 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "ntklib"
 
-THEORY = ("dynamics", "invariant", "collapse", "kernel_stats")
-"""Modules of the paper's theory: they build on the block kernel alone."""
+THEORY = ("dynamics", "invariant", "collapse", "kernel_stats", "linearised")
+"""Modules of the paper's theory, and the measured NTK read as a linear model: they build on the
+block kernel alone."""
 
 THEORY_MAY_IMPORT = {"block_kernel"}
 
-FLOORS = ("block_kernel", "ntk", "rundir", "models")
+FLOORS = ("block_kernel", "ntk", "rundir", "models", "epochs", "book")
 """Modules that import nothing from ntklib."""
 
 
