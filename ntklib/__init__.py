@@ -22,6 +22,7 @@ Experiments (§6, Appendix C)
     - :mod:`ntklib.measure`       what one record measures: its columns, NC, kernel and invariant metrics.
     - :mod:`ntklib.config`        ``TrainConfig``: every field of a run, grouped, each with its check.
     - :mod:`ntklib.train`         the paper's training protocol and loop.
+    - :mod:`ntklib.epochs`        how a pass over the data runs: one jitted lax.scan, or a loop of jitted steps.
     - :mod:`ntklib.rundir`        one run's directory: atomic files, status, records, checkpoints, locks.
     - :mod:`ntklib.results`       the table of runs: run directories loaded into pandas.
     - :mod:`ntklib.sweep`         learning-rate × init sweeps (:mod:`ntklib.ray_engine`: as Ray tasks).
