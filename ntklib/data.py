@@ -10,6 +10,15 @@ Every dataset is held as NHWC float32 arrays with pixels in [0, 1] (pixels / 255
 - inside a batch the samples are *sorted by class* (class k owns rows k·m … (k+1)·m − 1), the
   order the NTK statistics and block kernels (:mod:`ntklib.block_kernel`) expect.
 
+Beyond the paper, an imbalance ratio ρ ≥ 1 (``TrainConfig.imbalance``, :func:`epoch_batches`) trains
+on a fixed *step-imbalanced* subset of the training set, the profile of Fang et al. (PNAS 2021):
+the first ⌈K/2⌉ classes (the majority) keep n_max samples, the other ⌊K/2⌋ (the minority)
+⌊n_max / ρ⌋, where n_max is the smallest class count and every class keeps its first samples in the
+dataset's order (:func:`imbalanced_class_counts`, :func:`imbalanced_indices`); the test set is never
+subsampled. Every batch then holds b_k samples of class k, proportional to the subset's class sizes
+and rounded by largest remainders so that Σ b_k = batch_size (:func:`proportional_batch_counts`),
+still sorted by class and reshuffled by ``(seed, epoch)``. ρ = 1 is the protocol above, unchanged.
+
 Datasets:
 
 - ``"digits"``: scikit-learn's 8×8 handwritten digits (1 797 real images, shipped with the
@@ -30,8 +39,11 @@ native 28×28 (their global average pool makes d independent of the input size).
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ntklib import sources
 
@@ -90,6 +102,16 @@ class Dataset:
             test_images=self.test_images[test],
             test_labels=self.test_labels[test],
         )
+
+    def imbalanced(self, imbalance: float) -> Dataset:
+        """The step-imbalanced training set of ratio ``imbalance`` (:func:`imbalanced_indices`); the
+        test set is kept whole. ``imbalance=1`` returns the dataset itself.
+
+        Raises:
+            ValueError: naming ``imbalance`` if it is below 1 or leaves a minority class empty.
+        """
+        keep = imbalanced_indices(self.train_labels, num_classes=self.num_classes, imbalance=imbalance)
+        return dataclasses.replace(self, train_images=self.train_images[keep], train_labels=self.train_labels[keep])
 
 
 def first_per_class(labels: np.ndarray, per_class: int, num_classes: int, name: str = "per_class") -> np.ndarray:
@@ -206,11 +228,125 @@ def per_class_batch(batch_size: int, num_classes: int) -> int:
     return batch_size // num_classes
 
 
-def steps_per_epoch(labels: np.ndarray, *, batch_size: int, num_classes: int) -> int:
-    """min-class-count // (batch_size / K): the number of balanced batches in one epoch."""
-    m = per_class_batch(batch_size, num_classes)
-    counts = np.bincount(labels, minlength=num_classes)
-    return int(counts.min()) // m
+def steps_per_epoch(labels: np.ndarray, *, batch_size: int, num_classes: int, imbalance: float = 1.0) -> int:
+    """The number of batches in one epoch: min-class-count // (batch_size / K) for balanced batches,
+    min_k ⌊n_k / b_k⌋ over the step-imbalanced subset's counts n_k under ``imbalance`` > 1
+    (:func:`batch_class_counts`)."""
+    pools = class_pools(labels, num_classes=num_classes, imbalance=imbalance)
+    per_batch = batch_class_counts(labels, batch_size=batch_size, num_classes=num_classes, imbalance=imbalance)
+    return min(len(pool) // int(b) for pool, b in zip(pools, per_batch, strict=True))
+
+
+def check_imbalance(imbalance: float) -> None:
+    """Raise a ValueError naming ``imbalance`` unless it is a finite real number ≥ 1."""
+    if isinstance(imbalance, bool) or not isinstance(imbalance, numbers.Real) or not 1 <= imbalance < math.inf:
+        raise ValueError(f"imbalance must be a finite number >= 1, got {imbalance!r}")
+
+
+def imbalanced_class_counts(class_counts: ArrayLike, imbalance: float) -> np.ndarray:
+    """Per-class sizes of the step-imbalanced training set of ratio ρ = ``imbalance`` (Fang et al.,
+    PNAS 2021, step imbalance), from the dataset's class counts c_k, k = 0 … K−1::
+
+        n_max = min_k c_k
+        n_k   = n_max              for k < ⌈K/2⌉     (majority)
+        n_k   = ⌊n_max / ρ⌋        for k ≥ ⌈K/2⌉     (minority)
+
+    ρ = 1 keeps the counts as they are (no subsample: the balanced protocol balances each epoch).
+
+    Raises:
+        ValueError: naming ``imbalance`` if it is not a finite number ≥ 1 or ⌊n_max / ρ⌋ < 1.
+
+    Example:
+        >>> imbalanced_class_counts([133, 136, 131, 137], 4.0).tolist()
+        [131, 131, 32, 32]
+    """
+    check_imbalance(imbalance)
+    counts = np.asarray(class_counts, dtype=np.int64)
+    if imbalance == 1:
+        return counts.copy()
+    n_max = int(counts.min())
+    n_min = math.floor(n_max / imbalance + 1e-9)  # 1e-9: 120 / 1.2 is 100, not 99
+    if n_min < 1:
+        raise ValueError(f"imbalance={imbalance} leaves the minority classes ⌊{n_max}/{imbalance}⌋ = 0 samples")
+    majority = len(counts) - len(counts) // 2
+    return np.array([n_max] * majority + [n_min] * (len(counts) - majority), dtype=np.int64)
+
+
+def class_pools(labels: np.ndarray, *, num_classes: int, imbalance: float = 1.0) -> list[np.ndarray]:
+    """For every class k, the indices of its samples that training draws from: all of them at
+    ``imbalance`` 1, else its first n_k (:func:`imbalanced_class_counts`) in the dataset's order."""
+    labels = np.asarray(labels)
+    pools = [np.flatnonzero(labels == k) for k in range(num_classes)]
+    counts = imbalanced_class_counts([len(pool) for pool in pools], imbalance)
+    return [pool[:n] for pool, n in zip(pools, counts, strict=True)]
+
+
+def imbalanced_indices(labels: np.ndarray, *, num_classes: int, imbalance: float) -> np.ndarray:
+    """Sorted indices of the step-imbalanced training set (:func:`imbalanced_class_counts`): the
+    first n_k samples of every class k in the dataset's order, a deterministic subset.
+
+    Example:
+        >>> imbalanced_indices(np.array([0, 1, 1, 0, 0, 1, 1]), num_classes=2, imbalance=3.0).tolist()  # 3 and 1
+        [0, 1, 3, 4]
+    """
+    return np.sort(np.concatenate(class_pools(labels, num_classes=num_classes, imbalance=imbalance)))
+
+
+def proportional_batch_counts(class_counts: ArrayLike, batch_size: int) -> np.ndarray:
+    """Per-class samples b_k of a batch of B = ``batch_size`` in the proportions of the class
+    sizes n_k, N = Σ n_k, by largest remainders (Hamilton's apportionment)::
+
+        q_k = B n_k / N,    b_k = ⌊q_k⌋ + (1 for the B − Σ_j ⌊q_j⌋ classes of largest q_k − ⌊q_k⌋)
+
+    ties going to the lower class index, so Σ b_k = B exactly and every b_k is within 1 of q_k.
+    Equal sizes give b_k = B / K when K divides B.
+
+    Raises:
+        ValueError: naming ``batch_size`` if it is < 1 or a class gets no sample (b_k = 0).
+
+    Example:
+        >>> proportional_batch_counts([131, 131, 32, 32], 20).tolist()  # q = 7.99, 7.99, 1.95, 1.95
+        [8, 8, 2, 2]
+    """
+    counts = np.asarray(class_counts, dtype=np.int64)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
+    scaled = batch_size * counts
+    total = int(counts.sum())
+    per_batch, remainder = scaled // total, scaled % total
+    seats = batch_size - int(per_batch.sum())
+    per_batch[np.lexsort((np.arange(len(counts)), -remainder))[:seats]] += 1
+    empty = np.flatnonzero(per_batch == 0)
+    if empty.size:
+        k = int(empty[0])
+        raise ValueError(
+            f"batch_size={batch_size} gives class {k} ({int(counts[k])} of {total} samples) no sample per batch "
+            "in the classes' proportions; raise batch_size or lower imbalance"
+        )
+    return per_batch
+
+
+def batch_class_counts(labels: np.ndarray, *, batch_size: int, num_classes: int, imbalance: float = 1.0) -> np.ndarray:
+    """(K,) samples of every class in each batch of an epoch: m = batch_size / K for every class at
+    ``imbalance`` 1 (:func:`per_class_batch`), else :func:`proportional_batch_counts` of the
+    step-imbalanced subset's class sizes.
+
+    Raises:
+        ValueError: naming ``batch_size`` or ``imbalance`` (see the functions above).
+    """
+    if imbalance == 1:
+        return np.full(num_classes, per_class_batch(batch_size, num_classes), dtype=np.int64)
+    pools = class_pools(labels, num_classes=num_classes, imbalance=imbalance)
+    return proportional_batch_counts([len(pool) for pool in pools], batch_size)
+
+
+def _deal(pools: list[np.ndarray], per_batch: np.ndarray, seed: int, epoch: int) -> np.ndarray:
+    """(steps, Σ b_k) class-sorted batches: each pool permuted by one generator seeded with
+    ``(seed, epoch)`` (class 0 first), its first steps·b_k entries dealt b_k to each batch."""
+    steps = min(len(pool) // int(b) for pool, b in zip(pools, per_batch, strict=True))
+    rng = np.random.default_rng([seed, epoch])
+    parts = [rng.permutation(pool)[: steps * b].reshape(steps, b) for pool, b in zip(pools, per_batch, strict=True)]
+    return np.concatenate(parts, axis=1).astype(np.int32)
 
 
 def balanced_batches(labels: np.ndarray, *, batch_size: int, num_classes: int, seed: int, epoch: int) -> np.ndarray:
@@ -248,8 +384,45 @@ def balanced_batches(labels: np.ndarray, *, batch_size: int, num_classes: int, s
             f"batch_size={batch_size} needs {m} samples of every class, but the smallest class has "
             f"{int(np.bincount(labels, minlength=num_classes).min())}"
         )
-    rng = np.random.default_rng([seed, epoch])
-    per_class = [rng.permutation(np.flatnonzero(labels == k))[: steps * m] for k in range(num_classes)]
-    # (K, steps, m) → (steps, K, m) → (steps, K·m): class-sorted rows
-    batches = np.stack([p.reshape(steps, m) for p in per_class]).transpose(1, 0, 2)
-    return batches.reshape(steps, batch_size).astype(np.int32)
+    return _deal(class_pools(labels, num_classes=num_classes), np.full(num_classes, m), seed, epoch)
+
+
+def epoch_batches(
+    labels: np.ndarray, *, batch_size: int, num_classes: int, seed: int, epoch: int, imbalance: float = 1.0
+) -> np.ndarray:
+    """Indices of the class-sorted batches of one epoch of training with ``imbalance`` ρ.
+
+    ρ = 1: :func:`balanced_batches`, exactly. ρ > 1: the step-imbalanced subset
+    (:func:`imbalanced_indices`, fixed across epochs); every batch holds b_k samples of class k
+    (:func:`proportional_batch_counts`, the same b_k in every batch), in class order, and the
+    epoch has min_k ⌊n_k / b_k⌋ batches (the rest of each class is left out that epoch; at least
+    one when batch_size ≤ Σ n_k, since b_k ≤ ⌈B n_k / N⌉ ≤ n_k). Each
+    class's subset is permuted by one generator seeded with ``(seed, epoch)``, as for balanced
+    batches, so a resumed run sees the same batches.
+
+    Returns:
+        (steps, batch_size) int32 indices into ``labels``; class k owns the entries
+        Σ_{j<k} b_j … Σ_{j≤k} b_j − 1 of every row.
+
+    Raises:
+        ValueError: naming ``batch_size`` or ``imbalance``: a class gets no sample per batch, or
+            the minority classes no sample at all.
+
+    Example:
+        >>> labels = np.repeat([0, 1, 2, 3], 12)
+        >>> batches = epoch_batches(labels, batch_size=8, num_classes=4, seed=0, epoch=1, imbalance=3.0)
+        >>> labels[batches].tolist()  # subset counts 12, 12, 4, 4 → b = 3, 3, 1, 1, 4 batches
+        [[0, 0, 0, 1, 1, 1, 2, 3], [0, 0, 0, 1, 1, 1, 2, 3], [0, 0, 0, 1, 1, 1, 2, 3], [0, 0, 0, 1, 1, 1, 2, 3]]
+    """
+    if imbalance == 1:
+        return balanced_batches(labels, batch_size=batch_size, num_classes=num_classes, seed=seed, epoch=epoch)
+    pools = class_pools(labels, num_classes=num_classes, imbalance=imbalance)
+    per_batch = batch_class_counts(labels, batch_size=batch_size, num_classes=num_classes, imbalance=imbalance)
+    batches = _deal(pools, per_batch, seed, epoch)
+    if len(batches) == 0:
+        short = next(k for k, (pool, b) in enumerate(zip(pools, per_batch, strict=True)) if len(pool) < b)
+        raise ValueError(
+            f"batch_size={batch_size} needs {int(per_batch[short])} samples of class {short} per batch, but "
+            f"imbalance={imbalance} leaves it {len(pools[short])}"
+        )
+    return batches
