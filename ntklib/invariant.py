@@ -170,6 +170,7 @@ def zero_invariant_state(
     *,
     scale: float = 0.1,
     centred: bool = True,
+    rank: int | None = None,
     dtype: DTypeLike = jnp.float64,
 ) -> tuple[Array, Array, Array]:
     """An initial (H₀, W₀, b₀) with E = 0 exactly (the set-up of Theorem 5.2).
@@ -182,11 +183,15 @@ def zero_invariant_state(
     K_κ⁻¹ is replaced by K̃⁺ = (P K P)⁺, so that E_c = 0 (``kernel_invariant(..., centred=True)``),
     the invariant of the centred flow; for a balanced kernel the two agree when h̄ = 0.
 
+    ``rank`` (see :func:`psd_invariant_state`) gives features of rank ``rank`` < K, e.g. K − 1 for
+    the centred flow, whose final class means have rank K − 1: a rank-K start leaves one feature
+    direction that only H₂ occupies, and NC1 then converges only polynomially.
+
     Returns:
         (H₀ (d, N), W₀ (K, d), b₀ (K,)).
     """
     excess = jnp.zeros((kernel.num_classes, kernel.num_classes), dtype)
-    return psd_invariant_state(key, kernel, feature_dim, excess, scale=scale, centred=centred, dtype=dtype)
+    return psd_invariant_state(key, kernel, feature_dim, excess, scale=scale, centred=centred, rank=rank, dtype=dtype)
 
 
 def _check_excess(excess: Array, num_classes: int) -> None:
@@ -217,6 +222,7 @@ def psd_invariant_state(
     *,
     scale: float = 0.1,
     centred: bool = True,
+    rank: int | None = None,
     dtype: DTypeLike = jnp.float64,
 ) -> tuple[Array, Array, Array]:
     """An initial (H₀, W₀, b₀) with a positive semidefinite invariant E = A D Aᵀ (remark (5) of §5.3).
@@ -234,13 +240,16 @@ def psd_invariant_state(
         excess: D (K, K), symmetric positive semidefinite. D = 0 gives E = 0.
         scale: standard deviation of the entries of A.
         centred: centre Z, so that h̄ = 0.
+        rank: None (Z Gaussian, of rank K), or 1 ≤ r ≤ K: Z = Z₁ Z₂ with Gaussian Z₁ (K, r) and
+            Z₂ (r, N), so that H₀ has rank r (before centring; K − 1 with ``centred`` keeps rank
+            K − 1 almost surely). The default draws the same Z as before this option existed.
 
     Returns:
         (H₀ (d, N), W₀ (K, d), b₀ (K,)).
 
     Raises:
-        ValueError: naming ``feature_dim`` when it is below K, or ``excess`` when it is not a
-            symmetric positive semidefinite (K, K) matrix.
+        ValueError: naming ``feature_dim`` when it is below K, ``rank`` when it is not in
+            1 … K, or ``excess`` when it is not a symmetric positive semidefinite (K, K) matrix.
 
     Example:
         >>> import jax, jax.numpy as jnp, numpy as np
@@ -255,9 +264,16 @@ def psd_invariant_state(
         raise ValueError(f"feature_dim must be >= num_classes = {kernel.num_classes}, got {feature_dim}")
     excess = jnp.asarray(excess, dtype)
     _check_excess(excess, kernel.num_classes)
+    if rank is not None and not 1 <= rank <= kernel.num_classes:
+        raise ValueError(f"rank must be in 1 … num_classes = {kernel.num_classes}, got {rank}")
     k_a, k_z = jax.random.split(key)
     a = scale * jax.random.normal(k_a, (feature_dim, kernel.num_classes), dtype)
-    z = jax.random.normal(k_z, (kernel.num_classes, kernel.num_samples), dtype)
+    if rank is None:
+        z = jax.random.normal(k_z, (kernel.num_classes, kernel.num_samples), dtype)
+    else:
+        k_left, k_right = jax.random.split(k_z)
+        left = jax.random.normal(k_left, (kernel.num_classes, rank), dtype)
+        z = left @ jax.random.normal(k_right, (rank, kernel.num_samples), dtype)
     if centred:
         z = z - z.mean(axis=1, keepdims=True)
     s = z @ _state_kernel_inverse(kernel, centred, dtype) @ z.T + excess

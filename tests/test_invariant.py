@@ -532,3 +532,26 @@ def test_zero_invariant_state_of_unequal_classes(sizes, centred):
     if centred:
         assert float(jnp.abs(h.mean(axis=1)).max()) < 1e-14
         assert np.linalg.norm(naive_invariant(np.asarray(w), np.asarray(h), kmat)) > 1e-4 * scale
+
+
+@pytest.mark.parametrize("sizes", [(5, 3, 2), (6, 6, 2, 2), (4, 4, 4)])
+def test_zero_invariant_state_of_lower_rank(sizes):
+    """rank = K − 1 with centred: H₀ has rank K − 1 and H₀ 1 = 0, and E_c = WᵀW − H (P K P)⁺ Hᵀ
+    = 0 against the dense loop-built kernel's pseudo-inverse; rank = None draws the default state."""
+    k, n = len(sizes), sum(sizes)
+    kern = ClassBlockKernel(3.0, 1.0, 0.2, class_sizes=sizes)
+    key = jax.random.key(k)
+    h, w, _ = (np.asarray(x) for x in zero_invariant_state(key, kern, k + 2, scale=0.5, rank=k - 1))
+    assert np.linalg.matrix_rank(h, tol=1e-8 * np.abs(h).max()) == k - 1
+    np.testing.assert_allclose(h.sum(axis=1), 0.0, atol=1e-13)
+    p = centring(n)
+    dense = naive_class_block_kernel(3.0, 1.0, 0.2, sizes)
+    e_c = w.T @ w - h @ np.linalg.pinv(p @ dense @ p, hermitian=True) @ h.T
+    assert np.linalg.norm(w.T @ w) > 1e-3 and np.linalg.norm(e_c) < 1e-12 * np.linalg.norm(w.T @ w)
+    default = zero_invariant_state(key, kern, k + 2, scale=0.5)
+    for got, expected in zip(default, zero_invariant_state(key, kern, k + 2, scale=0.5, rank=None), strict=True):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))
+    assert np.linalg.matrix_rank(np.asarray(default[0]), tol=1e-8) == k
+    for bad in (0, k + 1):
+        with pytest.raises(ValueError, match="rank"):
+            zero_invariant_state(key, kern, k + 2, rank=bad)
