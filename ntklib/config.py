@@ -13,7 +13,10 @@ documentation read them from one place. The groups (:data:`GROUPS`):
 
 A config's *identity* (:meth:`TrainConfig.identity`) is every field that can change the numbers;
 its hash (:func:`ntklib.rundir.config_hash`) names a run directory's run, so the field names and
-defaults are part of every committed run and never change.
+defaults are part of every committed run and never change. A field added after runs were committed
+is declared ``option(..., omitted_at_default=True)``: while it holds its default it is left out of
+the identity and of config.json (:meth:`TrainConfig.to_dict`), so every earlier run keeps its hash
+and its file.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import numbers
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from ntklib.data import DATASETS, Dataset, default_image_size, per_class_batch, steps_per_epoch
+from ntklib.data import DATASETS, Dataset, batch_class_counts, check_imbalance, default_image_size, steps_per_epoch
 from ntklib.epochs import EPOCH_MODES
 from ntklib.models import ARCHS, INITS, VARIANTS
 from ntklib.ntk import OffDiagonal
@@ -98,6 +101,14 @@ def finite_nonnegative(name: str, value: Any) -> None:
         raise ConfigError(f"{name} must be a finite number >= 0, got {value!r}")
 
 
+def imbalance_ratio(name: str, value: Any) -> None:
+    """A finite real number ≥ 1 (:func:`ntklib.data.check_imbalance`)."""
+    try:
+        check_imbalance(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a finite number >= 1, got {value!r}") from None
+
+
 def boolean(name: str, value: Any) -> None:
     """True or False (not 0 or 1)."""
     if not isinstance(value, bool):
@@ -134,6 +145,7 @@ def option(
     check: Check | None = None,
     choices: tuple[str, ...] | None = None,
     identity: bool = True,
+    omitted_at_default: bool = False,
 ) -> Any:
     """A :class:`TrainConfig` field with its description, group and check in its metadata.
 
@@ -145,6 +157,11 @@ def option(
         choices: the valid values, if they are a fixed set (the command line offers them).
         identity: False for a field that cannot change the numbers (left out of
             :meth:`TrainConfig.identity`).
+        omitted_at_default: True for a field added after runs were committed (every new field):
+            :meth:`TrainConfig.identity` and :meth:`TrainConfig.to_dict` leave it out while it
+            equals ``default``, so the hash and config.json of every earlier run, and of every run
+            that keeps the default, are those of before the field existed. Any other value is in
+            both and changes the hash.
     """
     if group not in GROUPS:
         raise ValueError(f"unknown group {group!r}; valid: {', '.join(GROUPS)}")
@@ -152,7 +169,14 @@ def option(
         check = one_of(choices)
     if check is None:
         raise ValueError("option needs a check or choices")
-    metadata = {"help": help, "group": group, "check": check, "choices": choices, "identity": identity}
+    metadata = {
+        "help": help,
+        "group": group,
+        "check": check,
+        "choices": choices,
+        "identity": identity,
+        "omitted_at_default": omitted_at_default,
+    }
     return dataclasses.field(default=default, metadata=metadata)
 
 
@@ -206,11 +230,24 @@ class TrainConfig:
         group="data",
         check=optional_positive_int,
     )
+    imbalance: float = option(
+        1.0,
+        "step imbalance ratio ρ >= 1 of the training set (Fang et al. 2021): the first ceil(K/2) classes keep "
+        "n_max samples (the smallest class's count), the others floor(n_max/ρ), the first of each class; every "
+        "batch keeps these proportions (ntklib.data.epoch_batches); 1: the whole set in exactly balanced batches",
+        group="data",
+        check=imbalance_ratio,
+        omitted_at_default=True,
+    )
     # protocol
     lr: float = option(0.01, "initial learning rate", group="protocol", check=finite_positive)
     epochs: int = option(400, "number of epochs", group="protocol", check=positive_int)
     batch_size: int = option(
-        120, "K·m samples per batch, a multiple of the number of classes", group="protocol", check=positive_int
+        120,
+        "K·m samples per batch, a multiple of the number of classes (with imbalance > 1 any size that gives "
+        "every class a sample)",
+        group="protocol",
+        check=positive_int,
     )
     loss: str = option("mse", "training loss (ce: Appendix C.2)", group="protocol", choices=LOSSES)
     momentum: float = option(0.9, "SGD momentum", group="protocol", check=finite_nonnegative)
@@ -303,14 +340,25 @@ class TrainConfig:
     def replace(self, **overrides: Any) -> TrainConfig:
         return dataclasses.replace(self, **overrides)
 
+    def _recorded_fields(self) -> list[dataclasses.Field]:
+        """The fields of config.json: all but those ``omitted_at_default`` that hold their default."""
+        return [
+            f
+            for f in dataclasses.fields(self)
+            if not (f.metadata["omitted_at_default"] and getattr(self, f.name) == f.default)
+        ]
+
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The config as config.json records it: every field but those declared
+        ``omitted_at_default`` while they hold their default (:func:`option`);
+        ``TrainConfig(**config.to_dict()) == config``."""
+        return {f.name: getattr(self, f.name) for f in self._recorded_fields()}
 
     def identity(self) -> dict[str, Any]:
-        """The fields that can change the numbers: all but those marked ``identity=False``
-        (``epoch_mode``). Their hash (:func:`ntklib.rundir.config_hash`, of sorted keys, so the
-        order of the fields does not matter) is the run's identity."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata["identity"]}
+        """The fields that can change the numbers: those of :meth:`to_dict` but the ones marked
+        ``identity=False`` (``epoch_mode``). Their hash (:func:`ntklib.rundir.config_hash`, of sorted
+        keys, so the order of the fields does not matter) is the run's identity."""
+        return {f.name: getattr(self, f.name) for f in self._recorded_fields() if f.metadata["identity"]}
 
     def evaluation_epochs(self, up_to: int | None = None) -> list[int]:
         """The epochs ≤ ``up_to`` (default: the last) that get a record: 0, every ``eval_every``-th, the last."""
@@ -353,25 +401,32 @@ class TrainConfig:
 
 def check_fit(config: TrainConfig, dataset: Dataset) -> int:
     """Check the batch arithmetic and the NTK settings of ``config`` against ``dataset``; returns
-    the steps per epoch.
+    the steps per epoch (:func:`ntklib.data.steps_per_epoch`, with ``config.imbalance``).
 
     Raises:
-        ConfigError: naming ``batch_size`` or ``ntk_per_class``.
+        ConfigError: naming ``batch_size``, ``imbalance`` or ``ntk_per_class``.
     """
+    sizes = dict(batch_size=config.batch_size, num_classes=dataset.num_classes, imbalance=config.imbalance)
     try:
-        m = per_class_batch(config.batch_size, dataset.num_classes)
-        steps = steps_per_epoch(dataset.train_labels, batch_size=config.batch_size, num_classes=dataset.num_classes)
+        per_batch = batch_class_counts(dataset.train_labels, **sizes)
+        steps = steps_per_epoch(dataset.train_labels, **sizes)
     except ValueError as error:
         raise ConfigError(str(error)) from None
+    m, batch = int(per_batch.min()), config.batch_size
     if steps < 1:
+        needs = f"{m} samples of every class" if config.imbalance == 1 else f"{per_batch.tolist()} samples per class"
         raise ConfigError(
-            f"batch_size={config.batch_size} needs {m} samples of every class, but the smallest class of "
-            f"{dataset.name} has {dataset.min_class_count()}"
+            f"batch_size={batch} needs {needs}, but the smallest class of {dataset.name} has "
+            f"{dataset.min_class_count()}" + ("" if config.imbalance == 1 else f" (imbalance={config.imbalance})")
         )
     per_class = config.ntk_settings.per_class
     if config.kernel_metrics and per_class is not None and per_class > m:
-        batch = config.batch_size
-        raise ConfigError(f"ntk_per_class={per_class} exceeds the {m} samples per class of a batch of {batch}")
+        if config.imbalance == 1:
+            raise ConfigError(f"ntk_per_class={per_class} exceeds the {m} samples per class of a batch of {batch}")
+        raise ConfigError(
+            f"ntk_per_class={per_class} exceeds the {m} samples of the smallest class in a batch of {batch} "
+            f"(imbalance={config.imbalance})"
+        )
     return steps
 
 

@@ -106,3 +106,60 @@ def test_committed_run_directories_still_verify(path):
     status = RunDir(path).verify(config.to_dict(), **run_identity(config))
     assert status is not None and status == read_status(path)
     assert status == json.loads((path / "status.json").read_text())["status"]
+
+
+# ---------------------------------------------------------------------------------------------
+# imbalance: a field added after runs were committed
+# ---------------------------------------------------------------------------------------------
+
+
+def test_imbalance_at_its_default_leaves_identity_and_config_json_as_before():
+    field = {f.name: f for f in dataclasses.fields(TrainConfig)}["imbalance"]
+    assert field.metadata["omitted_at_default"] and field.metadata["group"] == "data" and field.default == 1.0
+    for config in (TrainConfig(), TrainConfig.tiny(), TrainConfig.tiny(imbalance=1), TrainConfig(imbalance=1.0)):
+        assert "imbalance" not in config.identity() and "imbalance" not in config.to_dict()
+        assert TrainConfig(**config.to_dict()) == config
+    assert config_hash(TrainConfig(imbalance=1.0).identity()) == config_hash(TrainConfig().identity())
+    imbalanced = TrainConfig.tiny(imbalance=4.0)
+    assert imbalanced.identity()["imbalance"] == 4.0 and imbalanced.to_dict()["imbalance"] == 4.0
+    assert config_hash(imbalanced.identity()) != config_hash(TrainConfig.tiny().identity())
+    assert TrainConfig(**imbalanced.to_dict()) == imbalanced
+    # the other fields are recorded whatever their value
+    assert set(TrainConfig().to_dict()) == {f.name for f in dataclasses.fields(TrainConfig)} - {"imbalance"}
+
+
+@pytest.mark.parametrize("value", [0.5, 0, True, float("nan"), float("inf"), "4"])
+def test_a_bad_imbalance_is_named(value):
+    with pytest.raises(ConfigError, match=r"imbalance must be a finite number >= 1, got "):
+        TrainConfig.tiny(imbalance=value)
+
+
+def test_check_fit_under_imbalance():
+    from ntklib.config import check_fit
+    from ntklib.data import load_dataset
+
+    digits = load_dataset("digits")  # class counts 131 … 137: subset 5 × 131 + 5 × 32, batches of 6 and 2
+    assert check_fit(TrainConfig.tiny(imbalance=4.0), digits) == 16
+    assert check_fit(TrainConfig.tiny(imbalance=4.0, batch_size=45), digits) == 16  # 7 and 2: no multiple of K
+    assert check_fit(TrainConfig.tiny(), digits) == 32  # balanced: 131 // 4
+    with pytest.raises(ConfigError, match=r"ntk_per_class=3 exceeds the 2 samples of the smallest class .*imbalance"):
+        check_fit(TrainConfig.tiny(imbalance=4.0, ntk_per_class=3), digits)
+    with pytest.raises(ConfigError, match=r"batch_size=20 gives class 5 .* no sample per batch"):
+        check_fit(TrainConfig.tiny(imbalance=40.0, batch_size=20), digits)
+    with pytest.raises(ConfigError, match=r"imbalance=200.0 leaves the minority classes"):
+        check_fit(TrainConfig.tiny(imbalance=200.0), digits)
+    with pytest.raises(ConfigError, match=r"batch_size must be a positive multiple"):  # balanced: unchanged
+        check_fit(TrainConfig.tiny(batch_size=45), digits)
+
+
+def test_the_imbalance_flag_comes_from_the_field():
+    import argparse
+
+    from ntklib.experiment import add_config_flags, config_from_flags
+
+    parser = argparse.ArgumentParser()
+    add_config_flags(parser)
+    (flag,) = [action for action in parser._actions if "--imbalance" in action.option_strings]
+    assert flag.type is float and flag.help.startswith("step imbalance") and flag.help.endswith("(default: 1.0)")
+    assert config_from_flags(parser.parse_args(["--tiny", "--imbalance", "4"])) == TrainConfig.tiny(imbalance=4.0)
+    assert config_from_flags(parser.parse_args(["--tiny"])).imbalance == 1.0
