@@ -8,7 +8,9 @@ The protocol, all set by :class:`ntklib.config.TrainConfig`:
   rank > 1 (an L2 penalty ½·wd·‖w‖² on kernels, none on biases or BatchNorm);
 - 400 epochs, learning rate ÷10 every 120 epochs — for shorter runs the decay epochs scale
   proportionally (``epochs=40`` → every 12);
-- exactly balanced, class-sorted batches of 120 (:func:`ntklib.data.balanced_batches`).
+- exactly balanced, class-sorted batches of 120 (:func:`ntklib.data.balanced_batches`); beyond the
+  paper, with ``imbalance`` ρ > 1, class-sorted batches in the proportions of a step-imbalanced
+  training set (:func:`ntklib.data.epoch_batches`).
 
 The training set stays on the device; an epoch is one jitted ``jax.lax.scan`` over its index
 array, or on a CPU a Python loop of one jitted step (``epoch_mode``, :mod:`ntklib.epochs`).
@@ -49,7 +51,7 @@ from tqdm import tqdm  # the text bar: tqdm.auto needs ipywidgets in notebooks a
 from ntklib import epochs, measure
 from ntklib.compilation import CompileLog
 from ntklib.config import ConfigError, TrainConfig, check_fit, run_identity
-from ntklib.data import Dataset, balanced_batches, load_dataset
+from ntklib.data import Dataset, epoch_batches, load_dataset
 from ntklib.models import Classifier, build_model
 from ntklib.rundir import NullRunDir, RunDir, RunStatus, json_safe
 
@@ -355,8 +357,13 @@ def _train(
     )
 
     def batches(epoch: int) -> np.ndarray:
-        return balanced_batches(
-            dataset.train_labels, batch_size=config.batch_size, num_classes=num_classes, seed=config.seed, epoch=epoch
+        return epoch_batches(
+            dataset.train_labels,
+            batch_size=config.batch_size,
+            num_classes=num_classes,
+            seed=config.seed,
+            epoch=epoch,
+            imbalance=config.imbalance,
         )
 
     def record(state, epoch, batch_idx, train_loss, train_acc, seconds):

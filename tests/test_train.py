@@ -219,3 +219,30 @@ def test_every_record_key_is_a_defined_column(digits):
     assert last["status"] == "diverged" and last["train_loss"] is None and last["epoch"] == 1
     for key in last:
         measure.column(key)
+
+
+@pytest.mark.xfail(
+    raises=ValueError,
+    strict=True,
+    reason="ntklib.measure.measure_batch still requires a balanced batch (issue 23 item 5): drop this mark with "
+    "its unequal-class support",
+)
+def test_tiny_imbalanced_run_finishes_with_finite_records(tmp_path, digits):
+    """Step imbalance 4 on the digits: the subset is 5 × 131 + 5 × 32, every batch of 40 holds
+    6 of each majority and 2 of each minority class, 16 batches an epoch."""
+    from ntklib import measure
+
+    config = TrainConfig.tiny(imbalance=4.0)
+    result = train_and_evaluate(config, tmp_path, dataset=digits, progress=False)
+    assert result.status == "finished" and [r["epoch"] for r in result.records] == [0, 1, 2]
+    assert result.records[-1]["step"] == 2 * 16
+    saved = json.loads((tmp_path / rundir.CONFIG_FILE).read_text())
+    assert saved["config"]["imbalance"] == 4.0 and saved["identity"] == rundir.config_hash(config.identity())
+    for record in result.records:
+        numbers = {key: value for key, value in record.items() if isinstance(value, (int, float))}
+        assert all(np.isfinite(value) for value in numbers.values()), record
+        for key in record:
+            measure.column(key)
+        for column in ("nc1", "nc2", "nc3", "nc4", "gamma_d", "kappa_d_class9", "invariant_norm"):
+            assert column in record, column
+        assert record["batch_per_class"] == 2 and record["batch_count_class0"] == 6
