@@ -406,13 +406,18 @@ def check_fit(config: TrainConfig, dataset: Dataset) -> int:
     Raises:
         ConfigError: naming ``batch_size``, ``imbalance`` or ``ntk_per_class``.
     """
-    sizes = dict(batch_size=config.batch_size, num_classes=dataset.num_classes, imbalance=config.imbalance)
+    labels, batch, num_classes, imbalance = (
+        dataset.train_labels,
+        config.batch_size,
+        dataset.num_classes,
+        config.imbalance,
+    )
     try:
-        per_batch = batch_class_counts(dataset.train_labels, **sizes)
-        steps = steps_per_epoch(dataset.train_labels, **sizes)
+        per_batch = batch_class_counts(labels, batch_size=batch, num_classes=num_classes, imbalance=imbalance)
+        steps = steps_per_epoch(labels, batch_size=batch, num_classes=num_classes, imbalance=imbalance)
     except ValueError as error:
         raise ConfigError(str(error)) from None
-    m, batch = int(per_batch.min()), config.batch_size
+    m = int(per_batch.min())
     if steps < 1:
         needs = f"{m} samples of every class" if config.imbalance == 1 else f"{per_batch.tolist()} samples per class"
         raise ConfigError(
