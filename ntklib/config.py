@@ -425,6 +425,11 @@ def check_fit(config: TrainConfig, dataset: Dataset) -> int:
             f"{dataset.min_class_count()}" + ("" if config.imbalance == 1 else f" (imbalance={config.imbalance})")
         )
     per_class = config.ntk_settings.per_class
+    if config.kernel_metrics and config.imbalance != 1 and m < 2:
+        raise ConfigError(
+            f"kernel_metrics need 2 samples of every class in a batch (the NTK probe), but batch_size={batch} with "
+            f"imbalance={config.imbalance} gives the smallest class {m}; raise batch_size or turn kernel_metrics off"
+        )
     if config.kernel_metrics and per_class is not None and per_class > m:
         if config.imbalance == 1:
             raise ConfigError(f"ntk_per_class={per_class} exceeds the {m} samples per class of a batch of {batch}")

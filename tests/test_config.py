@@ -146,6 +146,9 @@ def test_check_fit_under_imbalance():
         check_fit(TrainConfig.tiny(imbalance=4.0, ntk_per_class=3), digits)
     with pytest.raises(ConfigError, match=r"batch_size=20 gives class 5 .* no sample per batch"):
         check_fit(TrainConfig.tiny(imbalance=40.0, batch_size=20), digits)
+    with pytest.raises(ConfigError, match=r"kernel_metrics need 2 samples .*batch_size=40 with imbalance=10.0 .* 1;"):
+        check_fit(TrainConfig.tiny(imbalance=10.0), digits)  # 7 and 1 per batch
+    assert check_fit(TrainConfig.tiny(imbalance=10.0, kernel_metrics=False), digits) == 13
     with pytest.raises(ConfigError, match=r"imbalance=200.0 leaves the minority classes"):
         check_fit(TrainConfig.tiny(imbalance=200.0), digits)
     with pytest.raises(ConfigError, match=r"batch_size must be a positive multiple"):  # balanced: unchanged
