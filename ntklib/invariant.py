@@ -278,7 +278,10 @@ def psd_invariant_state(
         z = z - z.mean(axis=1, keepdims=True)
     s = z @ _state_kernel_inverse(kernel, centred, dtype) @ z.T + excess
     evals, evecs = jnp.linalg.eigh(s)
-    sqrt_s = (evecs * jnp.sqrt(jnp.clip(evals, 0.0))[None, :]) @ evecs.T
+    # eigenvalues at rounding level count as 0: with rank < K (or a singular D) S is singular, and
+    # the square root of a rounding error (~1e-8 of the scale) would give W₀ a spurious direction
+    floor = kernel.num_classes * float(np.finfo(np.dtype(dtype)).eps) * jnp.abs(evals).max()
+    sqrt_s = (evecs * jnp.sqrt(jnp.where(evals > floor, evals, 0.0))[None, :]) @ evecs.T
     return a @ z, sqrt_s @ a.T, jnp.zeros(kernel.num_classes, dtype)
 
 

@@ -548,6 +548,8 @@ def test_zero_invariant_state_of_lower_rank(sizes):
     dense = naive_class_block_kernel(3.0, 1.0, 0.2, sizes)
     e_c = w.T @ w - h @ np.linalg.pinv(p @ dense @ p, hermitian=True) @ h.T
     assert np.linalg.norm(w.T @ w) > 1e-3 and np.linalg.norm(e_c) < 1e-12 * np.linalg.norm(w.T @ w)
+    # W₀ has rank K − 1 too (no spurious direction from the square root of a rounding error)
+    assert np.linalg.svd(w, compute_uv=False)[k - 1] < 1e-12 * np.linalg.norm(w)
     default = zero_invariant_state(key, kern, k + 2, scale=0.5)
     for got, expected in zip(default, zero_invariant_state(key, kern, k + 2, scale=0.5, rank=None), strict=True):
         np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))
