@@ -42,8 +42,8 @@ from jax import Array
 from numpy.typing import ArrayLike
 
 from ntklib import collapse, kernel_stats
-from ntklib.block_kernel import BlockKernel
-from ntklib.invariant import invariant_metrics
+from ntklib.block_kernel import BlockKernel, ClassBlockKernel
+from ntklib.invariant import invariant_metrics, kernel_invariant
 from ntklib.ntk import BlockNTK, OffDiagonal, block_ntk, frobenius_norms
 
 __all__ = [
@@ -62,6 +62,8 @@ __all__ = [
     "batch_kernel",
     "batch_invariant_metrics",
     "subsample_per_class",
+    "batch_class_sizes",
+    "unequal_batch_invariant_metrics",
     "measure_batch",
 ]
 
@@ -162,6 +164,12 @@ RUN_COLUMNS = (
         "§6; ntklib.measure",
     ),
     Column(
+        "batch_count_class{k}",
+        "samples of class k in the measured batch, recorded when the classes differ in size (imbalance > 1); "
+        "batch_per_class is then the smallest",
+        "ntklib.data.epoch_batches; ntklib.measure",
+    ),
+    Column(
         "probe_per_class",
         "samples per class of the probe, the first of every class of the batch: the kernel columns "
         "(gamma_*, kappa_*, align_*, align_*_virtual, block_fit_*, *_norm_ntk, *_norm_feat) use them "
@@ -194,7 +202,12 @@ INVARIANT_COLUMNS = (
     ),
     Column("invariant_alignment", "cosine of WᵀW and H K_κ⁻¹ Hᵀ (1 when E = 0), whole batch", "§5.2; chapter 05"),
     Column("wtw_norm", "‖WᵀW‖_F", "§5.2"),
-    Column("mmt_norm", "‖M Mᵀ‖_F, class-mean term of E, class means of the whole batch", "§5.2; chapter 05"),
+    Column(
+        "mmt_norm",
+        "‖M Mᵀ‖_F, class-mean term of E, class means of the whole batch (the three terms: balanced batches only; "
+        "with unequal classes E uses the class-block K_κ of the batch's class sizes)",
+        "§5.2; chapter 05",
+    ),
     Column("h2h2t_norm", "‖H₂ H₂ᵀ‖_F, within-class term of E, whole batch", "§5.2; chapter 05"),
     Column("mean_outer_norm", "‖h̄ h̄ᵀ‖_F, global-mean term of E, whole batch", "§5.2; chapter 05"),
 )
@@ -442,6 +455,38 @@ def batch_kernel(kappa: BlockKernel, labels: ArrayLike) -> BlockKernel:
     return dataclasses.replace(kappa, num_classes=k, per_class=m)
 
 
+def batch_class_sizes(labels: ArrayLike) -> tuple[int, ...]:
+    """(n_1, …, n_K) of a class-sorted batch whose classes may differ in size (``imbalance`` > 1).
+
+    Raises:
+        ValueError: naming ``labels`` when they are not 1-D and sorted by class.
+    """
+    lab = np.asarray(labels)
+    if lab.ndim != 1 or np.any(np.diff(lab) < 0):
+        raise ValueError("labels must be 1-D and sorted by class (class k owns a contiguous block)")
+    return tuple(int(n) for n in np.unique(lab, return_counts=True)[1])
+
+
+def unequal_batch_invariant_metrics(
+    weights: ArrayLike, features: ArrayLike, class_sizes: tuple[int, ...], kappa: BlockKernel
+) -> dict[str, float] | None:
+    """``invariant_norm``, ``invariant_alignment`` and ``wtw_norm`` of a class-sorted batch with
+    classes of ``class_sizes``: E = WᵀW − H K⁻¹ Hᵀ with K the
+    :class:`~ntklib.block_kernel.ClassBlockKernel` of those sizes and the probe's κ
+    (:func:`ntklib.invariant.kernel_invariant`). None when K is not positive definite."""
+    kernel = ClassBlockKernel(kappa.diag, kappa.same_class, kappa.other_class, class_sizes=class_sizes)
+    if not kernel.is_positive_definite():
+        return None
+    h = jnp.asarray(features)
+    w = jnp.asarray(weights, h.dtype)
+    e = kernel_invariant(w, h, kernel.matrix(h.dtype))
+    wtw = w.T @ w
+    feature_term = wtw - e
+    cosine = jnp.sum(wtw * feature_term) / (jnp.linalg.norm(wtw) * jnp.linalg.norm(feature_term))
+    values = {"invariant_norm": jnp.linalg.norm(e), "invariant_alignment": cosine, "wtw_norm": jnp.linalg.norm(wtw)}
+    return {name: float(value) for name, value in values.items()}
+
+
 def batch_invariant_metrics(
     weights: ArrayLike, features: ArrayLike, labels: ArrayLike, kappa: BlockKernel
 ) -> dict[str, float] | None:
@@ -485,9 +530,14 @@ def measure_batch(
     chunk_size: int | None = None,
     offdiag: OffDiagonal | str = OffDiagonal.LOGITS,
 ) -> dict[str, float]:
-    """The columns of one class-sorted balanced batch, all in eval mode.
+    """The columns of one class-sorted batch, all in eval mode.
 
-    - NC columns and ``batch_per_class``: the whole batch.
+    - NC columns and ``batch_per_class``: the whole batch. Its classes may differ in size
+      (``imbalance`` > 1): the NC metrics centre the class means at their mean (:mod:`ntklib.collapse`),
+      ``batch_per_class`` is the smallest class and ``batch_count_class{k}`` every class's size;
+      the probe then defaults to the smallest class's count of every class, a balanced batch, and
+      the invariant uses the class-block K_κ of the batch's sizes
+      (:func:`unequal_batch_invariant_metrics`; no ``mmt_norm``, ``h2h2t_norm``, ``mean_outer_norm``).
     - With ``kernels``, the kernel columns and ``probe_per_class``: the probe, the first
       ``per_class`` samples of every class (None: the whole batch), with ``chunk_size`` and
       ``offdiag`` as in :func:`kernel_statistics` (``align_*_virtual`` for k = m // 2 per class, m of
@@ -495,19 +545,30 @@ def measure_batch(
     - and the invariant columns: the whole batch, with the probe's κ (:func:`batch_invariant_metrics`),
       when its K_κ is positive definite.
     """
-    _, m = kernel_stats.balanced_batch_sizes(labels)
+    sizes = batch_class_sizes(labels)
+    balanced = len(set(sizes)) == 1
+    if balanced:
+        _, m = kernel_stats.balanced_batch_sizes(labels)
+    else:
+        m = min(sizes)
     features = extract_features(model, variables, images)
     head = variables["params"]["classifier"]
     weights = head["kernel"].T
     values = {k: float(v) for k, v in collapse_metrics(weights, head["bias"], features, labels).items()}
     values["batch_per_class"] = m
+    if not balanced:
+        values.update({f"batch_count_class{k}": n for k, n in enumerate(sizes)})
     if kernels:
         probe_images, probe_labels = images, labels
-        if per_class is not None:
-            probe_images, probe_labels = subsample_per_class(images, labels, per_class)
+        probe = per_class if per_class is not None or balanced else m
+        if probe is not None:
+            probe_images, probe_labels = subsample_per_class(images, labels, probe)
         stats = kernel_statistics(
             model, variables, probe_images, probe_labels, chunk_size=chunk_size, offdiag=offdiag, batch_per_class=m
         )
         values.update(stats.as_dict())
-        values.update(batch_invariant_metrics(weights, features, labels, stats.kappa) or {})
+        if balanced:
+            values.update(batch_invariant_metrics(weights, features, labels, stats.kappa) or {})
+        else:
+            values.update(unequal_batch_invariant_metrics(weights, features, sizes, stats.kappa) or {})
     return values

@@ -221,12 +221,6 @@ def test_every_record_key_is_a_defined_column(digits):
         measure.column(key)
 
 
-@pytest.mark.xfail(
-    raises=ValueError,
-    strict=True,
-    reason="ntklib.measure.measure_batch still requires a balanced batch (issue 23 item 5): drop this mark with "
-    "its unequal-class support",
-)
 def test_tiny_imbalanced_run_finishes_with_finite_records(tmp_path, digits):
     """Step imbalance 4 on the digits: the subset is 5 × 131 + 5 × 32, every batch of 40 holds
     6 of each majority and 2 of each minority class, 16 batches an epoch."""
