@@ -41,8 +41,9 @@ CASES = [
     ("06_neural_collapse", False, {}),
     ("07_experiments", True, {}),
     ("07_experiments", True, {"NTK_BOOK_RUN_SWEEP": "1"}),
+    ("08_beyond_the_paper", False, {}),
 ]
-IDS = ["01", "02", "03", "04", "05", "06", "07-committed-results", "07-run-sweep"]
+IDS = ["01", "02", "03", "04", "05", "06", "07-committed-results", "07-run-sweep", "08"]
 
 
 def execute_in_memory(path: Path, *, mock_tfds: bool) -> nbformat.NotebookNode:
