@@ -36,4 +36,9 @@ The book
       size, committed results.
 """
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("ntklib")  # typed once, in pyproject.toml; the installed metadata carries it
+except PackageNotFoundError:  # a source tree on sys.path that was never installed
+    __version__ = "0+unknown"
