@@ -142,3 +142,14 @@ def test_ntk_collapse_help_is_python_m_ntklib_experiment_help(wheel_venv):
     module = ok(run(wheel_venv / "bin" / "python", "-m", "ntklib.experiment", "--help", cwd=wheel_venv))
     assert script == module
     assert "{run,sweep,plot}" in script, script
+
+
+def test_ntk_collapse_exits_with_mains_return_code(wheel_venv):
+    """The script is sys.exit(main()): a user error exits 2 with the module's one-line message."""
+    missing = wheel_venv / "no_such_run"
+    script = run(wheel_venv / "bin" / "ntk-collapse", "plot", missing, "--out", "fig", cwd=wheel_venv)
+    module = run(
+        wheel_venv / "bin" / "python", "-m", "ntklib.experiment", "plot", missing, "--out", "fig", cwd=wheel_venv
+    )
+    assert script.returncode == module.returncode == 2, (script.stderr, module.stderr)
+    assert script.stderr == module.stderr and "no such path" in script.stderr, script.stderr
