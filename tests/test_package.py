@@ -122,7 +122,7 @@ def test_the_sdist_holds_the_sources_the_wheel_is_built_from(dists):
         names = {name.removeprefix(top) for name in sdist.getnames()}
     assert {f"ntklib/{module}" for module in MODULES} <= names
     assert {"pyproject.toml", "README.md", "LICENSE", "PKG-INFO"} <= names
-    assert not [n for n in names if re.match(r"(book|results|bench)/", n)]
+    assert not [n for n in names if re.match(r"(tests|book|results|bench|tools)/", n)]
 
 
 def test_the_wheel_runs_alone_in_a_clean_virtualenv(wheel_venv):
