@@ -20,12 +20,13 @@ import jax
 import jax.numpy as jnp
 
 EPOCH_MODES = ("auto", "scan", "loop")
-"""How a pass runs: ``auto`` (loop on CPU, scan elsewhere), ``scan`` or ``loop``."""
+"""The ways a pass can run, ``auto`` (a loop on CPU, a scan elsewhere), ``scan`` or ``loop``."""
 
 Step = Callable[..., tuple[Any, jax.Array, jax.Array]]
-"""``step(state, images, labels, idx, lr) -> (state, loss, accuracy)`` on the batch ``idx``."""
+"""The signature of a step, ``step(state, images, labels, idx, lr) -> (state, loss, accuracy)`` on the batch ``idx``."""
 Totals = Callable[..., tuple[jax.Array, jax.Array]]
-"""``totals(state, x, y, mask) -> (summed loss, number correct)`` over the unmasked rows of a batch."""
+"""The signature of a batch total, ``totals(state, x, y, mask) -> (summed loss, number correct)``
+over the unmasked rows."""
 
 
 def resolve_epoch_mode(mode: str = "auto") -> str:

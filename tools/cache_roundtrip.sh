@@ -18,7 +18,7 @@ chapters=$(ls book/*.ipynb | wc -l)
 build() {  # build NAME EXPECTED_EXECUTED [NOTEBOOK]: one build, its time and what it executed
     local name="$1" expected="$2" only="${3:-}" start=$SECONDS log="$work/$1.log"
     if ! jupyter-book build --all -W -n --keep-going . > "$log" 2>&1; then
-        tail -n 30 "$log"; echo "FAIL: $name: the build failed"; exit 1
+        grep -E "WARNING|ERROR" "$log" | tail -n 20; echo "FAIL: $name: the build failed"; exit 1
     fi
     local executed cached
     executed=$(grep -c "Executing notebook using" "$log" || true)
