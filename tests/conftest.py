@@ -27,12 +27,28 @@ def compile_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("jax_cache")
 
 
+# The units of work, longest first, as measured on a 2-core machine (bench/RESULTS.md): the file of
+# every chapter's paper branch (one unit, several minutes), then the chapters by execution time;
+# the unit tests follow in collection order.
+_LONGEST_FIRST = (
+    "test_paper_branches.py",
+    "02_block_structure.ipynb",
+    "06_neural_collapse.ipynb",
+    "07_experiments.ipynb",
+    "08_beyond_the_paper.ipynb",
+    "04_gradient_flow.ipynb",
+    "05_invariant.ipynb",
+    "01_preliminaries.ipynb",
+    "03_convergence_phases.ipynb",
+)
+
+
 def _longest_first(item) -> tuple[int, str]:
-    """Sort key: chapter 07, the other chapters, the chapters' paper branches, then the unit tests."""
+    """Sort key: the units of :data:`_LONGEST_FIRST` in that order, any other chapter, the unit tests."""
     name = item.path.name
-    if item.path.suffix == ".ipynb":
-        return (0 if name.startswith("07") else 1, name)
-    return (2, "") if name == "test_paper_branches.py" else (3, "")
+    if name in _LONGEST_FIRST:
+        return (_LONGEST_FIRST.index(name), name)
+    return (len(_LONGEST_FIRST), "") if item.path.suffix == ".ipynb" else (len(_LONGEST_FIRST) + 1, "")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -40,8 +56,8 @@ def pytest_collection_modifyitems(config, items):
 
     ``pyproject.toml`` runs pytest-xdist with ``--dist loadfile --no-loadscope-reorder``: each file is
     one unit of work, so a notebook's cells run in order on one process (nbval needs that), and the
-    units go to the processes in this order. Chapter 07 starts first: the other process meanwhile
-    works through everything else, instead of leaving chapter 07 to run alone at the end.
+    units go to the processes in this order: the longest start first, so that no long unit is left
+    to run alone at the end while the other process idles.
     ``tests/test_scheduling.py`` fails, naming the notebook, if a notebook's cells could be split.
     """
     items.sort(key=_longest_first)  # stable: a file's own order is kept
