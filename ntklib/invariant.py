@@ -142,6 +142,15 @@ def _cosine(a: Array, b: Array) -> Array:
     return jnp.vdot(a, b) / (jnp.linalg.norm(a) * jnp.linalg.norm(b))
 
 
+def _alignment_values(wtw: Array, feature_term: Array) -> dict[str, Array]:
+    """``invariant_norm`` ‖WᵀW − HK⁻¹Hᵀ‖_F, ``invariant_alignment`` (their cosine) and ``wtw_norm``."""
+    return {
+        "invariant_norm": jnp.linalg.norm(wtw - feature_term),
+        "invariant_alignment": _cosine(wtw, feature_term),
+        "wtw_norm": jnp.linalg.norm(wtw),
+    }
+
+
 def invariant_metrics(weights: Array, features: Array, kernel: BlockKernel) -> dict[str, float]:
     """The invariant columns of a record (``ntklib.measure.INVARIANT_COLUMNS``, §5.2), from measured κ.
 
@@ -153,9 +162,7 @@ def invariant_metrics(weights: Array, features: Array, kernel: BlockKernel) -> d
     terms = invariant_terms(weights, features, kernel)
     feature_term = terms.wtw - invariant_from_terms(terms, kernel)  # H K⁻¹ Hᵀ
     values = {
-        "invariant_norm": jnp.linalg.norm(terms.wtw - feature_term),
-        "invariant_alignment": _cosine(terms.wtw, feature_term),
-        "wtw_norm": jnp.linalg.norm(terms.wtw),
+        **_alignment_values(terms.wtw, feature_term),
         "mmt_norm": jnp.linalg.norm(terms.mmt),
         "h2h2t_norm": jnp.linalg.norm(terms.h2h2t),
         "mean_outer_norm": jnp.linalg.norm(terms.mean_outer),
@@ -409,3 +416,12 @@ def kernel_flow_vector_field(
         return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(state), [dh, -res @ h.T, db])
 
     return vector_field
+
+
+def kernel_invariant_metrics(weights: Array, features: Array, kernel_matrix: ArrayLike) -> dict[str, float]:
+    """``invariant_norm``, ``invariant_alignment`` and ``wtw_norm`` (as :func:`invariant_metrics`) for
+    any symmetric positive-definite N×N feature kernel, through :func:`kernel_invariant`; the split of
+    E into its three class terms needs a balanced block kernel and is not returned."""
+    wtw = weights.T @ weights
+    feature_term = wtw - kernel_invariant(weights, features, kernel_matrix)
+    return {name: float(value) for name, value in _alignment_values(wtw, feature_term).items()}

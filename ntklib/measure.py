@@ -43,7 +43,7 @@ from numpy.typing import ArrayLike
 
 from ntklib import collapse, kernel_stats
 from ntklib.block_kernel import BlockKernel, ClassBlockKernel
-from ntklib.invariant import invariant_metrics, kernel_invariant
+from ntklib.invariant import invariant_metrics, kernel_invariant_metrics
 from ntklib.ntk import BlockNTK, OffDiagonal, block_ntk, frobenius_norms
 
 __all__ = [
@@ -478,13 +478,7 @@ def unequal_batch_invariant_metrics(
     if not kernel.is_positive_definite():
         return None
     h = jnp.asarray(features)
-    w = jnp.asarray(weights, h.dtype)
-    e = kernel_invariant(w, h, kernel.matrix(h.dtype))
-    wtw = w.T @ w
-    feature_term = wtw - e
-    cosine = jnp.sum(wtw * feature_term) / (jnp.linalg.norm(wtw) * jnp.linalg.norm(feature_term))
-    values = {"invariant_norm": jnp.linalg.norm(e), "invariant_alignment": cosine, "wtw_norm": jnp.linalg.norm(wtw)}
-    return {name: float(value) for name, value in values.items()}
+    return kernel_invariant_metrics(jnp.asarray(weights, h.dtype), h, kernel.matrix(h.dtype))
 
 
 def batch_invariant_metrics(
